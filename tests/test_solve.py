@@ -1,0 +1,239 @@
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import taynode
+from taynode import JacobianFrobenius, Kinetic, TaylorRK, evaluation_nfe, solve
+from taynode.taylor import solution_derivatives
+
+from fields import Counter, mlp_field, mlp_params
+
+
+def rk4_reference(f, y0, args, t0, t1, n):
+    """Fixed-step classical RK4, written out independently of diffrax; returns grid and states."""
+    h = (t1 - t0) / n
+
+    def step(y, t):
+        k1 = f(t, y, args)
+        k2 = f(t + h / 2, y + h / 2 * k1, args)
+        k3 = f(t + h / 2, y + h / 2 * k2, args)
+        k4 = f(t + h, y + h * k3, args)
+        y1 = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return y1, y1
+
+    ts = t0 + h * jnp.arange(n + 1)
+    _, ys = jax.lax.scan(step, y0, ts[:-1])
+    return ts, jnp.concatenate([y0[None], ys])
+
+
+def simpson(values, ts):
+    h = ts[1] - ts[0]
+    w = np.ones(len(ts))
+    w[1:-1:2], w[2:-1:2] = 4, 2
+    return h / 3 * jnp.tensordot(jnp.asarray(w), values, axes=(0, 0))
+
+
+def reference_integral(f, y0, p, integrand, t1=1.0, n=2000):
+    ts, ys = rk4_reference(f, y0, p, 0.0, t1, n)
+    vals = jax.vmap(integrand)(ts, ys)
+    return simpson(vals, ts)
+
+
+@pytest.fixture
+def problem():
+    f = mlp_field("tanh")
+    p = mlp_params(jr.PRNGKey(7), 3)
+    y0 = jnp.array([0.5, -0.3, 0.8])
+    return f, p, y0
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8"])
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_rk_matches_quadrature(problem, solver, order):
+    f, p, y0 = problem
+    sol = solve(f, y0, p, solver=solver, rtol=1e-10, atol=1e-10, regularizers=[TaylorRK(order)])
+    ref = reference_integral(
+        f, y0, p, lambda t, y: jnp.mean(solution_derivatives(f, t, y, p, order, method="jvp")[-1] ** 2)
+    )
+    assert abs(float(sol.reg[f"R{order}"]) - float(ref)) <= 1e-6 * abs(float(ref))
+
+
+def test_kinetic_and_frobenius_match_quadrature(problem):
+    f, p, y0 = problem
+    key = jr.PRNGKey(3)
+    for noise in ["rademacher", "gaussian"]:
+        fro = JacobianFrobenius(key, noise=noise)
+        sol = solve(f, y0, p, rtol=1e-10, atol=1e-10, regularizers=[Kinetic(), fro])
+        eps = fro.epsilon(y0)
+        if noise == "rademacher":
+            assert set(np.unique(np.asarray(eps))) <= {-1.0, 1.0}
+        kin = reference_integral(f, y0, p, lambda t, y: jnp.mean(f(t, y, p) ** 2))
+        jac = reference_integral(f, y0, p, lambda t, y: jnp.mean((jax.jacfwd(lambda z: f(t, z, p))(y) @ eps) ** 2))
+        np.testing.assert_allclose(sol.reg["kinetic"], kin, rtol=1e-6)
+        np.testing.assert_allclose(sol.reg["frobenius"], jac, rtol=1e-6)
+
+
+def test_batched_regularisers_are_per_example():
+    f = mlp_field("sigmoid")
+    p = mlp_params(jr.PRNGKey(1), 2)
+    y0 = jr.normal(jr.PRNGKey(2), (4, 2))
+    sol = solve(f, y0, p, rtol=1e-10, atol=1e-10, regularizers=[TaylorRK(2)], batched=True)
+    assert sol.reg["R2"].shape == (4,)
+    for i in range(4):
+        ref = reference_integral(
+            f, y0[i], p, lambda t, y: jnp.mean(solution_derivatives(f, t, y, p, 2, method="jvp")[-1] ** 2)
+        )
+        np.testing.assert_allclose(sol.reg["R2"][i], ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("adjoint", ["recursive", "backsolve"])
+@pytest.mark.parametrize("order", [2, 3])
+def test_rk_gradient_matches_finite_differences(adjoint, order):
+    f = mlp_field("tanh")
+    p = mlp_params(jr.PRNGKey(11), 2, hidden=8)
+    y0 = jnp.array([0.4, -0.9])
+
+    def loss(p):
+        sol = solve(f, y0, p, rtol=1e-12, atol=1e-12, regularizers=[TaylorRK(order)], adjoint=adjoint)
+        return sol.reg[f"R{order}"] + jnp.sum(sol.y1**2)
+
+    grad = jax.jit(jax.grad(loss))(p)
+    loss_j = jax.jit(loss)
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    direction = jax.tree_util.tree_unflatten(
+        treedef, [jr.normal(jr.PRNGKey(i), x.shape) for i, x in enumerate(leaves)]
+    )
+    eps = 1e-4
+    plus = jax.tree_util.tree_map(lambda a, d: a + eps * d, p, direction)
+    minus = jax.tree_util.tree_map(lambda a, d: a - eps * d, p, direction)
+    fd = (loss_j(plus) - loss_j(minus)) / (2 * eps)
+    ad = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(direction)))
+    assert abs(float(ad) - float(fd)) <= 1e-5 * abs(float(fd)), (float(ad), float(fd))
+
+
+def test_regularisers_do_not_change_the_solution(problem):
+    f, p, y0 = problem
+    tol = 1e-8
+    plain = solve(f, y0, p, rtol=tol, atol=tol)
+    reg = solve(f, y0, p, rtol=tol, atol=tol, regularizers=[TaylorRK(3), Kinetic()])
+    _, ys = rk4_reference(f, y0, p, 0.0, 1.0, 2000)
+    exact = ys[-1]
+    scale = tol * (1 + np.abs(np.asarray(exact)))
+    assert np.all(np.abs(np.asarray(plain.y1) - np.asarray(exact)) <= 10 * scale)
+    assert np.all(np.abs(np.asarray(reg.y1) - np.asarray(exact)) <= 10 * scale)
+
+
+def test_saved_times_match_closed_form():
+    A = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
+    y0 = jnp.array([1.0, 0.0])
+    ts = jnp.linspace(0.0, 2.0, 5)
+    sol = solve(lambda t, y, a: A @ y, y0, None, t1=2.0, ts=ts, rtol=1e-11, atol=1e-11)
+    exact = jnp.stack([jnp.cos(ts), -jnp.sin(ts)], axis=1)
+    np.testing.assert_allclose(sol.ys, exact, atol=1e-9)
+    np.testing.assert_allclose(sol.y1, exact[-1], atol=1e-9)
+    steps = solve(lambda t, y, a: A @ y, y0, None, t1=2.0, save_steps=True, rtol=1e-6, atol=1e-6)
+    n = int(steps.num_accepted_steps)
+    np.testing.assert_allclose(steps.raw.ts[n - 1], 2.0)
+    np.testing.assert_allclose(steps.y1, exact[-1], atol=1e-5)
+
+
+# --- exact NFE -------------------------------------------------------------------------
+
+CASES = [
+    ("euler", None), ("heun", None), ("midpoint", None), ("bosh3", None), ("tsit5", None),
+    ("dopri5", None), ("dopri8", None),
+    ("heun", 1e-3), ("midpoint", 1e-3), ("bosh3", 1e-3), ("bosh3", 1.4e-8), ("tsit5", 1e-3),
+    ("tsit5", 1.4e-8), ("dopri5", 1e-3), ("dopri5", 1.4e-8), ("dopri8", 1e-3), ("dopri8", 1.4e-8),
+]
+
+
+def oscillator(t, y, a):
+    A = jnp.array([[0.0, 1.0], [-9.0, -0.2]])
+    return A @ y + jnp.sin(4.0 * t)
+
+
+@pytest.mark.parametrize("solver,tol", CASES)
+@pytest.mark.parametrize("with_reg", [False, True])
+def test_nfe_is_exact(solver, tol, with_reg):
+    field = Counter(oscillator)
+    kw = dict(rtol=tol, atol=tol) if tol else dict(rtol=None, atol=None, dt0=0.05)
+    regs = [Kinetic()] if with_reg else []  # jet cannot trace the io_callback counter
+    run = jax.jit(lambda y: solve(field, y, None, t1=3.0, solver=solver, regularizers=regs, max_steps=20000, **kw))
+    sol = run(jnp.array([1.0, 0.0]))
+    jax.block_until_ready(sol.y1)
+    assert int(sol.nfe) == field.count
+    if tol is not None and solver in ("dopri5", "tsit5", "bosh3"):
+        assert int(sol.num_rejected_steps) > 0  # the case that breaks the naive formula
+
+
+@pytest.mark.parametrize("dt0", [0.5, 2.0])
+def test_nfe_exact_when_first_steps_are_rejected(dt0):
+    field = Counter(oscillator)
+    sol = solve(field, jnp.array([1.0, 0.0]), None, t1=3.0, dt0=dt0, rtol=1.4e-8, atol=1.4e-8)
+    jax.block_until_ready(sol.y1)
+    assert int(sol.nfe) == field.count == 1 + 6 * int(sol.num_steps)
+
+
+def test_evaluation_nfe_joint_and_per_example():
+    f = mlp_field("tanh")
+    p = mlp_params(jr.PRNGKey(5), 2, scale=1.5)
+    y0 = jr.normal(jr.PRNGKey(6), (3, 2)) * jnp.array([[0.1], [1.0], [3.0]])
+    joint = evaluation_nfe(f, y0, p, rtol=1e-6, atol=1e-6)
+    per = evaluation_nfe(f, y0, p, rtol=1e-6, atol=1e-6, per_example=True)
+    assert per.shape == (3,)
+    for i in range(3):
+        field = Counter(lambda t, y, a: f(t, y[None], a)[0])
+        sol = solve(field, y0[i], p, rtol=1e-6, atol=1e-6)
+        jax.block_until_ready(sol.y1)
+        assert int(per[i]) == field.count
+    field = Counter(f)
+    sol = solve(field, y0, p, rtol=1e-6, atol=1e-6)
+    jax.block_until_ready(sol.y1)
+    assert int(joint) == field.count
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    f = lambda t, y, a: -y
+    y0 = jnp.ones(2)
+    with pytest.raises(ValueError, match="rtol must be a positive"):
+        solve(f, y0, rtol=-1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="atol must be a positive"):
+        solve(f, y0, rtol=1e-3, atol=0.0)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        solve(f, y0, solver="rk45")
+    with pytest.raises(ValueError, match="regularizers must be taynode regularisers"):
+        solve(f, y0, regularizers=["taylor"])
+    with pytest.raises(ValueError, match="distinct names"):
+        solve(f, y0, regularizers=[TaylorRK(2), TaylorRK(2)])
+    with pytest.raises(ValueError, match="order must be an int >= 1"):
+        TaylorRK(0)
+    with pytest.raises(ValueError, match="order must be an int >= 1"):
+        TaylorRK(2.0)
+    with pytest.raises(ValueError, match="noise must be"):
+        JacobianFrobenius(jr.PRNGKey(0), noise="uniform")
+    with pytest.raises(ValueError, match="must return a pytree shaped like y0"):
+        solve(lambda t, y, a: y[:1], y0)
+    with pytest.raises(ValueError, match="batched=True"):
+        solve(f, {"a": jnp.ones((2, 3)), "b": jnp.ones((3,))}, batched=True)
+    with pytest.raises(ValueError, match="no error estimate"):
+        solve(f, y0, solver="euler")
+    with pytest.raises(ValueError, match="dt0 must be given"):
+        solve(f, y0, rtol=None, atol=None)
+    with pytest.raises(ValueError, match="t1 must be greater than t0"):
+        solve(f, y0, t0=1.0, t1=0.0)
+    with pytest.raises(ValueError, match="max_steps must be"):
+        solve(f, y0, max_steps=0)
+    with pytest.raises(ValueError, match="adjoint must be one of"):
+        solve(f, y0, adjoint="magic")
+
+
+def test_max_steps_error_names_tolerances():
+    with pytest.raises(Exception, match=r"max_steps=5.*rtol=1e-08, atol=1e-08"):
+        sol = solve(oscillator, jnp.array([1.0, 0.0]), t1=3.0, rtol=1e-8, atol=1e-8, max_steps=5)
+        jax.block_until_ready(sol.y1)

@@ -28,7 +28,7 @@ unit: setup
 
 notebooks: setup data
 	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
-	$(BIN)/jupytext --quiet --to ipynb --output-dir $(NBDIR) book/*.md
+	for f in book/*.md; do $(BIN)/jupytext --quiet --to ipynb --output $(NBDIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
 	cd $(NBDIR) && ../../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider -q *.ipynb
 
 book: setup data

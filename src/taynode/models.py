@@ -1,0 +1,68 @@
+"""Flax modules for ODE vector fields and heads.
+
+Vector fields are used as pure functions `f(t, y, params)` (diffrax style) via
+`as_field(module)`, so that `jet`, diffrax and the regularisers all see the same function.
+Activations come from `taynode.activations` (jet-safe).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from .activations import get_activation
+
+__all__ = ["ConcatDense", "MLPField", "as_field"]
+
+
+def _concat_t(t, h):
+    tt = jnp.broadcast_to(jnp.asarray(t, h.dtype), h.shape[:-1] + (1,))
+    return jnp.concatenate([h, tt], axis=-1)
+
+
+class ConcatDense(nn.Module):
+    """Dense layer on the input with time appended: W [h, t] + b."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, t, h):
+        return nn.Dense(self.features, kernel_init=self.kernel_init)(_concat_t(t, h))
+
+
+class MLPField(nn.Module):
+    """MLP vector field: ConcatDense → σ → ConcatDense → σ → … → ConcatDense(out_dim).
+
+    **Arguments**
+    - `hidden`: widths of the hidden layers.
+    - `out_dim`: state dimension.
+    - `activation`: name of a jet-safe activation (`taynode.activations`).
+    - `init_scale`: variance scale of the (fan-in, normal) weight initialisation; 1 is
+      LeCun normal, larger values start from rougher dynamics.
+    """
+
+    hidden: Sequence[int]
+    out_dim: int
+    activation: str = "tanh"
+    init_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, t, y):
+        sigma = get_activation(self.activation)
+        init = nn.initializers.variance_scaling(self.init_scale, "fan_in", "normal")
+        h = y
+        for width in self.hidden:
+            h = sigma(ConcatDense(width, kernel_init=init)(t, h))
+        return ConcatDense(self.out_dim, kernel_init=init)(t, h)
+
+
+def as_field(module: nn.Module):
+    """The pure function f(t, y, params) = module.apply(params, t, y)."""
+
+    def f(t, y, params):
+        return module.apply(params, t, y)
+
+    return f

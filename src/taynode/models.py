@@ -12,9 +12,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .activations import get_activation
+from .activations import get_activation, sigmoid
 
-__all__ = ["ConcatDense", "MLPField", "as_field"]
+__all__ = ["ConcatDense", "MLPField", "MNISTDynamics", "MNISTHead", "as_field"]
 
 
 def _concat_t(t, h):
@@ -66,3 +66,27 @@ def as_field(module: nn.Module):
         return module.apply(params, t, y)
 
     return f
+
+
+class MNISTDynamics(nn.Module):
+    """The paper's MNIST dynamics: sigmoid → concat t → Dense(hidden) → sigmoid → concat t → Dense(dim)."""
+
+    hidden: int = 100
+    dim: int = 784
+
+    @nn.compact
+    def __call__(self, t, y):
+        h = sigmoid(y)
+        h = ConcatDense(self.hidden)(t, h)
+        h = sigmoid(h)
+        return ConcatDense(self.dim)(t, h)
+
+
+class MNISTHead(nn.Module):
+    """The paper's classifier head: sigmoid → Dense(classes)."""
+
+    classes: int = 10
+
+    @nn.compact
+    def __call__(self, z):
+        return nn.Dense(self.classes)(sigmoid(z))

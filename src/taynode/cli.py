@@ -1,0 +1,122 @@
+"""The `taynode` command line.
+
+    taynode data fetch            fill data/ (verified download cache)
+    taynode toy --preset cpu ...  the Fig. 1 toy λ sweep (chapter 3)
+    taynode train mnist ...       train an MNIST ODE-Net and write its run record
+    taynode eval mnist RECORD     evaluate a saved model on the test split
+    taynode info                  machine and library versions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_data(a) -> int:
+    from .data import fetch_all
+
+    paths = fetch_all(progress=True, data_dir=a.data_dir, mirror=a.mirror)
+    for name, path in sorted(paths.items()):
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_info(a) -> int:
+    from .machine import git_commit, machine_info, versions
+
+    print(json.dumps({"machine": machine_info(), "versions": versions(), "git_commit": git_commit()}, indent=2))
+    return 0
+
+
+def _cmd_toy(a) -> int:
+    from .experiments import toy
+
+    toy.main(a.rest)
+    return 0
+
+
+def _cmd_train(a) -> int:
+    if a.experiment == "mnist":
+        from .experiments import mnist
+
+        cfg = mnist.config_from_args(a)
+        record = mnist.train(cfg, out_dir=a.out, ckpt_root=a.ckpt_root, resume=a.resume, progress=not a.no_progress)
+        print(mnist.summary_line(record))
+        print(f"record: {a.out}/{record['run']}.json")
+        return 0
+    raise ValueError(f"unknown experiment {a.experiment!r}")
+
+
+def _cmd_eval(a) -> int:
+    import dataclasses
+
+    import jax
+
+    from .data import load_mnist
+    from .experiments import mnist
+
+    jax.config.update("jax_enable_x64", True)
+    cfg, params, record = mnist.load_run(a.path)
+    overrides = {k: v for k, v in (("eval_test_size", a.eval_test_size), ("eval_train_size", a.eval_train_size),
+                                   ("eval_rtol", a.eval_rtol), ("eval_atol", a.eval_atol)) if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    metrics = mnist.evaluate(cfg, params, load_mnist(progress=False))
+    print(mnist.summary_line({"run": record["run"] if record else str(a.path), "metrics": metrics}))
+    if a.json:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taynode", description="Taylor-mode regularised neural ODEs: data, training, evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="manage the data cache")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    fetch = dsub.add_parser("fetch", help="fetch and verify every obtainable data set into data/")
+    fetch.add_argument("--data-dir", default=None, help="cache root (default $TAYNODE_DATA or <repo>/data)")
+    fetch.add_argument("--mirror", default=None, help="mirror directory (default $TAYNODE_MIRROR)")
+    fetch.set_defaults(func=_cmd_data)
+
+    tr = sub.add_parser("train", help="train a model and write its run record")
+    tsub = tr.add_subparsers(dest="experiment", required=True)
+    from .experiments.mnist import add_train_arguments
+
+    tm = tsub.add_parser("mnist", help="MNIST ODE-Net (none | taylor | rnode)")
+    add_train_arguments(tm)
+    tm.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a saved model on the test split")
+    esub = ev.add_subparsers(dest="experiment", required=True)
+    em = esub.add_parser("mnist", help="evaluate an MNIST run record (.json) or checkpoint directory")
+    em.add_argument("path")
+    em.add_argument("--eval-test-size", type=int)
+    em.add_argument("--eval-train-size", type=int)
+    em.add_argument("--eval-rtol", type=float)
+    em.add_argument("--eval-atol", type=float)
+    em.add_argument("--json", action="store_true", help="also print every metric as JSON")
+    em.set_defaults(func=_cmd_eval)
+
+    info = sub.add_parser("info", help="print machine facts and library versions")
+    info.set_defaults(func=_cmd_info)
+
+    t = sub.add_parser("toy", help="the Fig. 1 toy sweep (see python -m taynode.experiments.toy --help)", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_cmd_toy)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except (ValueError, RuntimeError) as e:
+        print(f"taynode: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

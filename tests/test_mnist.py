@@ -1,0 +1,106 @@
+"""MNIST experiment: model shapes, a training step, config validation, record round trip."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from taynode.experiments import mnist
+from taynode.models import MNISTDynamics, MNISTHead
+
+
+def synthetic(n_train=200, n_test=100, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n_train + n_test).astype(np.uint8)
+    # images with a label-dependent bright stripe, so the classes are learnable
+    images = rng.integers(0, 60, (n_train + n_test, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 2 + 2 * c : 4 + 2 * c, :] = 255
+    return {"train_images": images[:n_train], "train_labels": labels[:n_train],
+            "test_images": images[n_train:], "test_labels": labels[n_train:]}
+
+
+def tiny(**kw):
+    base = dict(epochs=1, train_size=200, batch_size=20, eval_test_size=100, eval_train_size=100,
+                nfe_examples=40, nfe_per_example=3, reg_examples=40, rtol=1e-4, atol=1e-4,
+                eval_rtol=1e-6, eval_atol=1e-6, checkpoint_every=5)
+    return mnist.make_config("smoke", **{**base, **kw})
+
+
+def test_model_shapes_and_size():
+    cfg = tiny()
+    params = mnist.init_params(cfg, jr.PRNGKey(0))
+    x = jnp.zeros((7, 784))
+    assert MNISTDynamics().apply(params["dyn"], 0.5, x).shape == (7, 784)
+    assert MNISTHead().apply(params["head"], x).shape == (7, 10)
+    n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    # dynamics (785·100 + 100) + (101·784 + 784), head 784·10 + 10
+    assert n == (785 * 100 + 100) + (101 * 784 + 784) + (784 * 10 + 10)
+
+
+@pytest.mark.parametrize("reg,kw", [("none", {}), ("taylor", {"lam": 1e-2, "order": 2}),
+                                     ("rnode", {"lam_kin": 1e-2, "lam_fro": 1e-2})])
+def test_one_step_lowers_loss_on_fixed_batch(reg, kw):
+    cfg = tiny(reg=reg, optimizer="sgd", lr=0.05, **kw)
+    data = synthetic()
+    x = jnp.asarray(data["train_images"][:20].reshape(20, 784) / 255.0)
+    y = jnp.asarray(data["train_labels"][:20].astype(np.int32))
+    opt = mnist.make_optimizer(cfg)
+    params = mnist.init_params(cfg, jr.PRNGKey(0))
+    state = {"params": params, "opt_state": opt.init(params)}
+    step = mnist.make_train_step(cfg, opt)
+    key = jr.PRNGKey(1)
+    state1, m0 = step(state, (x, y), key)
+    _, m1 = step(state1, (x, y), key)
+    assert float(m1["loss"]) < float(m0["loss"])
+    if reg != "none":
+        assert float(m0["reg"]) > 0
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"preset": "nope"}, "preset must be one of"),
+        ({"reg": "taylor", "lam": -1.0}, "lam must be a number >= 0"),
+        ({"reg": "taylor", "lam": 1.0, "order": 0}, "order must be an int >= 1"),
+        ({"solver": "rk45"}, "solver must be one of"),
+        ({"reg": "l2"}, "reg must be one of"),
+        ({"reg": "taylor"}, "lam must be > 0 with reg='taylor'"),
+        ({"lam": 0.1}, "lam only applies to reg='taylor'"),
+        ({"reg": "rnode", "lam_kin": -2.0}, "lam_kin must be a number >= 0"),
+        ({"rtol": 0.0}, "rtol must be a positive number"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"dtype": "float32"}, "need dtype='float64'"),
+        ({"bogus_field": 1}, "unknown config field"),
+    ],
+)
+def test_config_validation(kw, match):
+    kw = dict(kw)
+    preset = kw.pop("preset", "cpu")
+    with pytest.raises(ValueError, match=match):
+        mnist.make_config(preset, **kw)
+
+
+def test_train_evaluate_and_reload(tmp_path):
+    cfg = tiny(reg="taylor", lam=1e-3, order=2, optimizer="adam", lr=1e-2)
+    data = synthetic()
+    record = mnist.train(cfg, data=data, out_dir=tmp_path / "out", ckpt_root=tmp_path / "ckpt", progress=False)
+    m = record["metrics"]
+    for key in ("train_acc", "test_acc", "test_loss", "test_nfe", "test_nfe_per_example", "r_k", "kinetic", "frobenius"):
+        assert np.isfinite(m[key]), key
+    assert all(n >= 8 and (n - 2) % 6 == 0 for n in m["test_nfe_batches"])  # Dopri5: 2 + 6 · steps
+    on_disk = json.loads((tmp_path / "out" / f"{record['run']}.json").read_text())
+    for key in ("git_commit", "machine", "versions", "wall_time_s", "train_time_s", "iter_time_s", "config", "metrics", "history"):
+        assert key in on_disk
+    assert on_disk["config"]["reg"] == "taylor" and on_disk["config"]["lam"] == 1e-3
+    cfg2, params, _ = mnist.load_run(tmp_path / "out" / f"{record['run']}.json")
+    assert cfg2 == cfg
+    again = mnist.evaluate(cfg2, params, data)
+    assert again["test_acc"] == m["test_acc"]
+    # the checkpoint directory can be evaluated too
+    cfg3, params3, _ = mnist.load_run(tmp_path / "ckpt" / record["run"])
+    assert mnist.evaluate(cfg3, params3, data)["test_acc"] == m["test_acc"]

@@ -3,6 +3,7 @@
     taynode data fetch            fill data/ (verified download cache)
     taynode toy --preset cpu ...  the Fig. 1 toy λ sweep (chapter 3)
     taynode train mnist ...       train an MNIST ODE-Net and write its run record
+    taynode sweep mnist           the cpu-preset runs of chapter 05, resumable
     taynode eval mnist RECORD     evaluate a saved model on the test split
     taynode info                  machine and library versions
 """
@@ -49,6 +50,13 @@ def _cmd_train(a) -> int:
     raise ValueError(f"unknown experiment {a.experiment!r}")
 
 
+def _cmd_sweep(a) -> int:
+    from .experiments import mnist
+
+    mnist.sweep(a.preset, seed=a.seed, out_dir=a.out, ckpt_root=a.ckpt_root, progress=not a.no_progress)
+    return 0
+
+
 def _cmd_eval(a) -> int:
     import dataclasses
 
@@ -87,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     tm = tsub.add_parser("mnist", help="MNIST ODE-Net (none | taylor | rnode)")
     add_train_arguments(tm)
     tm.set_defaults(func=_cmd_train)
+
+    sw = sub.add_parser("sweep", help="train the runs a chapter shows, one after another (resumable)")
+    swsub = sw.add_subparsers(dest="experiment", required=True)
+    sm = swsub.add_parser("mnist", help="unregularised, R_2, R_3 and RNODE runs (taynode.experiments.mnist.CPU_SWEEP)")
+    sm.add_argument("--preset", default="cpu")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", default="results/mnist")
+    sm.add_argument("--ckpt-root", default="checkpoints")
+    sm.add_argument("--no-progress", action="store_true")
+    sm.set_defaults(func=_cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a saved model on the test split")
     esub = ev.add_subparsers(dest="experiment", required=True)

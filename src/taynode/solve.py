@@ -372,16 +372,11 @@ def evaluation_nfe(
     State the solver and tolerance beside any number this returns.
     """
 
-    def one(y):
-        return solve(
-            vector_field, y, args, t0=t0, t1=t1, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps
-        ).nfe
-
+    kw = dict(t0=t0, t1=t1, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
     if not per_example:
-        return one(y0)
+        return solve(vector_field, y0, args, **kw).nfe
 
-    def single(y):
-        field = lambda t, z, a: jtu.tree_map(lambda v: v[0], vector_field(t, jtu.tree_map(lambda v: v[None], z), a))
-        return solve(field, y, args, t0=t0, t1=t1, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps).nfe
+    def single_field(t, z, a):  # one example, as a batch of one
+        return jtu.tree_map(lambda v: v[0], vector_field(t, jtu.tree_map(lambda v: v[None], z), a))
 
-    return jax.vmap(single)(y0)
+    return jax.vmap(lambda y: solve(single_field, y, args, **kw).nfe)(y0)

@@ -26,7 +26,7 @@ import optax
 from ..machine import git_commit, machine_info, versions
 from ..models import MNISTDynamics, MNISTHead, as_field
 from ..regularizers import JacobianFrobenius, Kinetic, TaylorRK
-from ..solve import PAPER_TOL, SOLVERS, solve
+from ..solve import PAPER_TOL, SOLVERS, evaluation_nfe, solve
 from ..train import LoopConfig, fit
 
 __all__ = ["MNISTConfig", "PRESETS", "make_config", "init_params", "train", "evaluate", "run_name", "load_run"]
@@ -254,12 +254,9 @@ def evaluate(cfg: MNISTConfig, params, data: dict, progress: bool = False) -> di
     nfe_x = _prepare(data["test_images"][: cfg.nfe_examples], dtype)
     nfes = [int(logits_nfe(params, jnp.asarray(nfe_x[i : i + bs]))[1]) for i in range(0, len(nfe_x) - bs + 1, bs)]
 
-    @jax.jit
-    def single_nfe(p, x):
-        g = lambda t, z, a: f(t, z[None], a)[0]
-        return solve(g, x, p["dyn"], solver=cfg.solver, rtol=rtol, atol=atol, max_steps=cfg.max_steps).nfe
-
-    per_ex = [int(single_nfe(params, jnp.asarray(x))) for x in _prepare(data["test_images"][: cfg.nfe_per_example], dtype)]
+    per_ex = evaluation_nfe(f, jnp.asarray(_prepare(data["test_images"][: cfg.nfe_per_example], dtype)), params["dyn"],
+                            solver=cfg.solver, rtol=rtol, atol=atol, per_example=True, max_steps=cfg.max_steps)
+    per_ex = [int(n) for n in per_ex]
 
     regs = [TaylorRK(cfg.order), Kinetic(), JacobianFrobenius(jr.PRNGKey(0))]
 

@@ -315,6 +315,7 @@ def train(cfg: MNISTConfig, *, data: dict | None = None, out_dir="results/mnist"
 
         data = load_mnist(progress=progress)
     t_wall = time.perf_counter()
+    commit = git_commit()  # the code that trains, even if the tree changes during the run
     dtype = np.dtype(cfg.dtype)
     train_x = _prepare(data["train_images"][: cfg.train_size], dtype)
     train_y = data["train_labels"][: cfg.train_size].astype(np.int32)
@@ -343,7 +344,7 @@ def train(cfg: MNISTConfig, *, data: dict | None = None, out_dir="results/mnist"
     record = {
         "experiment": "mnist",
         "run": name,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "machine": machine_info(),
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),

@@ -449,6 +449,7 @@ CPU_SWEEP = (
     dict(reg="taylor", order=3, lam=1.0),
     dict(reg="rnode", lam_kin=1e-2, lam_fro=1e-2),
     dict(reg="rnode", lam_kin=1e-1, lam_fro=1e-1),
+    dict(reg="rnode", lam_kin=1.0, lam_fro=1.0),
 )
 
 

@@ -12,6 +12,10 @@ def test_cli_errors_are_one_line(capsys):
     assert err == "taynode: error: lam must be a number >= 0, got -1.0"
     assert main(["train", "mnist", "--preset", "nope"]) == 2
     assert "preset must be one of" in capsys.readouterr().err
+    for cmd in (["eval", "mnist", "no/such/run.json"], ["penalties", "mnist", "no/such/run.json"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "taynode: error: no/such/run.json does not exist: pass a run record (.json) or a checkpoint directory"
 
 
 def test_cli_unknown_command_exits():

@@ -104,3 +104,54 @@ def test_train_evaluate_and_reload(tmp_path):
     # the checkpoint directory can be evaluated too
     cfg3, params3, _ = mnist.load_run(tmp_path / "ckpt" / record["run"])
     assert mnist.evaluate(cfg3, params3, data)["test_acc"] == m["test_acc"]
+    # the penalty table puts the saved model on R_2 and R_3 at once; its R_2 is the record's r_k
+    table = mnist.penalty_table([tmp_path / "out" / f"{record['run']}.json"], orders=(3, 2), data=data,
+                                progress=False)
+    assert table["orders"] == [2, 3] and table["rows"][0]["run"] == record["run"]
+    # (not bit-equal: the extra R_3 state takes part in step-size control, so the steps differ)
+    np.testing.assert_allclose(table["rows"][0]["R2"], m["r_k"], rtol=1e-6)
+    assert table["rows"][0]["R3"] > 0
+
+
+def test_penalty_values_match_quadrature_of_a_dense_solution():
+    """R_2, kinetic and Frobenius of a model against Simpson quadrature of a plain diffrax solution."""
+    import diffrax
+
+    from taynode.models import as_field
+    from taynode.regularizers import JacobianFrobenius
+
+    cfg = tiny(eval_rtol=1e-10, eval_atol=1e-10)
+    params = mnist.init_params(cfg, jr.PRNGKey(3))
+    params = jax.tree_util.tree_map(lambda p: 3.0 * p, params)  # livelier dynamics than at init
+    data = synthetic(n_train=10, n_test=5)
+    vals = mnist.penalty_values(cfg, params, data, orders=(2,), n=5)
+    assert vals["n"] == 5
+
+    x = jnp.asarray(data["test_images"].reshape(5, 784) / 255.0)
+    f = as_field(MNISTDynamics())
+    ts = jnp.linspace(0.0, 1.0, 201)
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(f), diffrax.Dopri5(), 0.0, 1.0, 0.01, x, args=params["dyn"],
+                              saveat=diffrax.SaveAt(ts=ts),
+                              stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-11))
+    eps = JacobianFrobenius(jr.PRNGKey(0)).epsilon(x)
+
+    def integrands(t, z):
+        fz = f(t, z, params["dyn"])
+        # z'' = ∂f/∂t + ∂f/∂z · f, by one jvp in (t, z) along (1, f)
+        _, z2 = jax.jvp(lambda tt, zz: f(tt, zz, params["dyn"]), (t, z), (jnp.ones_like(t), fz))
+        _, jeps = jax.jvp(lambda zz: f(t, zz, params["dyn"]), (z,), (eps,))
+        return jnp.stack([jnp.mean(z2**2), jnp.mean(fz**2), jnp.mean(jeps**2)])
+
+    g = jax.vmap(integrands)(ts, sol.ys)  # (201, 3), each a mean over examples and dimensions
+    h = ts[1] - ts[0]
+    simpson = h / 3 * (g[0] + g[-1] + 4 * g[1:-1:2].sum(0) + 2 * g[2:-1:2].sum(0))
+    np.testing.assert_allclose([vals["R2"], vals["kinetic"], vals["frobenius"]], np.asarray(simpson), rtol=1e-6)
+    assert vals["R2"] > 1e-6  # the check is not trivially 0 = 0
+
+
+@pytest.mark.parametrize("kw,match", [({"orders": ()}, "orders"), ({"orders": (0,)}, "orders"), ({"n": 0}, "n must")])
+def test_penalty_values_rejects_bad_arguments(kw, match):
+    cfg = tiny()
+    params = mnist.init_params(cfg, jr.PRNGKey(0))
+    with pytest.raises(ValueError, match=match):
+        mnist.penalty_values(cfg, params, synthetic(n_train=10, n_test=5), **kw)

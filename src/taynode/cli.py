@@ -5,6 +5,7 @@
     taynode train mnist ...       train an MNIST ODE-Net and write its run record
     taynode sweep mnist           the cpu-preset runs of chapter 05, resumable
     taynode eval mnist RECORD     evaluate a saved model on the test split
+    taynode penalties mnist       R_2, R_3, kinetic, Frobenius of every cpu record (chapter 05)
     taynode info                  machine and library versions
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _cmd_data(a) -> int:
@@ -77,6 +79,31 @@ def _cmd_eval(a) -> int:
     return 0
 
 
+def _cmd_penalties(a) -> int:
+    import glob
+
+    import jax
+
+    from .experiments import mnist
+
+    jax.config.update("jax_enable_x64", True)
+    paths = sorted(a.records) if a.records else sorted(glob.glob("results/mnist/mnist_cpu_*.json"))
+    if not paths:
+        raise ValueError("records: none given and no results/mnist/mnist_cpu_*.json here; pass record paths")
+    table = mnist.penalty_table(paths, orders=a.orders, n=a.n, progress=not a.no_progress)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    tmp.replace(out)
+    keys = [f"R{k}" for k in table["orders"]] + ["kinetic", "frobenius"]
+    print(f"{'run':<42} {'test NFE':>8} " + " ".join(f"{k:>10}" for k in keys))
+    for r in table["rows"]:
+        print(f"{r['run']:<42} {r['test_nfe']:8.1f} " + " ".join(f"{r[k]:10.4g}" for k in keys))
+    print(f"written: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taynode", description="Taylor-mode regularised neural ODEs: data, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--eval-atol", type=float)
     em.add_argument("--json", action="store_true", help="also print every metric as JSON")
     em.set_defaults(func=_cmd_eval)
+
+    pe = sub.add_parser("penalties", help="R_K at several K, kinetic and Frobenius of saved models, one table")
+    pesub = pe.add_subparsers(dest="experiment", required=True)
+    pm = pesub.add_parser("mnist", help="every MNIST run record given (default results/mnist/mnist_cpu_*.json)")
+    pm.add_argument("records", nargs="*")
+    pm.add_argument("--orders", type=int, nargs="+", default=[2, 3], help="the K of each R_K reported")
+    pm.add_argument("--n", type=int, default=None, help="test images (default: each record's reg_examples)")
+    pm.add_argument("--out", default="results/mnist/penalties_cpu.json")
+    pm.add_argument("--no-progress", action="store_true")
+    pm.set_defaults(func=_cmd_penalties)
 
     info = sub.add_parser("info", help="print machine facts and library versions")
     info.set_defaults(func=_cmd_info)

@@ -258,21 +258,9 @@ def evaluate(cfg: MNISTConfig, params, data: dict, progress: bool = False) -> di
                             solver=cfg.solver, rtol=rtol, atol=atol, per_example=True, max_steps=cfg.max_steps)
     per_ex = [int(n) for n in per_ex]
 
-    regs = [TaylorRK(cfg.order), Kinetic(), JacobianFrobenius(jr.PRNGKey(0))]
-
-    @jax.jit
-    def reg_values(p, x):
-        _, sol = _forward(cfg, p, x, regs, rtol, atol)
-        return {k: v.sum() for k, v in sol.reg.items()}
-
-    reg_x = _prepare(data["test_images"][: cfg.reg_examples], dtype)
-    sums = {k: 0.0 for k in ("R", "kinetic", "frobenius")}
-    for i in range(0, len(reg_x), chunk):
-        out = reg_values(params, jnp.asarray(reg_x[i : i + chunk]))
-        sums["R"] += float(out[f"R{cfg.order}"])
-        sums["kinetic"] += float(out["kinetic"])
-        sums["frobenius"] += float(out["frobenius"])
-    n_reg = len(reg_x)
+    pen = penalty_values(cfg, params, data, orders=(cfg.order,))
+    sums = {"R": pen[f"R{cfg.order}"], "kinetic": pen["kinetic"], "frobenius": pen["frobenius"]}
+    n_reg = pen["n"]
     return {
         "test_acc": test_acc,
         "test_loss": test_loss,
@@ -281,14 +269,74 @@ def evaluate(cfg: MNISTConfig, params, data: dict, progress: bool = False) -> di
         "test_nfe": float(np.mean(nfes)),
         "test_nfe_batches": nfes,
         "test_nfe_per_example": float(np.mean(per_ex)),
-        "r_k": sums["R"] / n_reg,
+        "r_k": sums["R"],
         "r_k_order": cfg.order,
-        "kinetic": sums["kinetic"] / n_reg,
-        "frobenius": sums["frobenius"] / n_reg,
+        "kinetic": sums["kinetic"],
+        "frobenius": sums["frobenius"],
         "eval_sizes": {"test": n_test, "train": n_train, "nfe_joint": len(nfes) * bs, "nfe_batch": bs,
                        "nfe_per_example": len(per_ex), "reg": n_reg},
         "eval_tol": {"rtol": rtol, "atol": atol, "solver": cfg.solver},
     }
+
+
+def penalty_values(cfg: MNISTConfig, params, data: dict, orders=(2, 3), n: int | None = None) -> dict:
+    """R_K for each K in `orders`, kinetic energy and Frobenius estimate of a model, on test images.
+
+    Means over the first `n` test images (default `cfg.reg_examples`), solved in joint chunks of
+    1000 at the evaluation tolerance; the Frobenius probe is drawn from `PRNGKey(0)`. Returns
+    `{"R2": ..., "R3": ..., "kinetic": ..., "frobenius": ..., "n": n}`.
+    """
+    orders = tuple(int(k) for k in orders)
+    if not orders or any(k < 1 for k in orders):
+        raise ValueError(f"orders must be integers >= 1, got {orders}")
+    n = cfg.reg_examples if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    dtype = jnp.dtype(cfg.dtype)
+    regs = [TaylorRK(k) for k in sorted(set(orders))] + [Kinetic(), JacobianFrobenius(jr.PRNGKey(0))]
+
+    @jax.jit
+    def reg_sums(p, x):
+        _, sol = _forward(cfg, p, x, regs, cfg.eval_rtol, cfg.eval_atol)
+        return {k: v.sum() for k, v in sol.reg.items()}
+
+    x_all = _prepare(data["test_images"][:n], dtype)
+    sums: dict[str, float] = {}
+    for i in range(0, len(x_all), 1000):
+        for k, v in reg_sums(params, jnp.asarray(x_all[i : i + 1000])).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    out = {k: v / len(x_all) for k, v in sums.items()}
+    out["n"] = len(x_all)
+    return out
+
+
+def penalty_table(paths, orders=(2, 3), n: int | None = None, data: dict | None = None,
+                  progress: bool = True) -> dict:
+    """`penalty_values` of the final model of every run record in `paths`, as one comparable table.
+
+    Every record's own `r_k` is at its own K; this puts all models on the same penalties.
+    Returns a JSON-ready dict with commit, machine, versions and one row per run.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data import load_mnist
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("paths: no run records given; pass results/mnist/mnist_cpu_*.json")
+    for p in paths:
+        if not p.exists():
+            raise ValueError(f"{p} does not exist: pass a run record (.json) or a checkpoint directory")
+    data = load_mnist(progress=False) if data is None else data
+    rows, t0 = [], time.perf_counter()
+    for p in tqdm(paths, desc="penalties", disable=not progress):
+        cfg, params, record = load_run(p)
+        vals = penalty_values(cfg, params, data, orders=orders, n=n)
+        rows.append({"run": record["run"] if record else str(p), "record": p.name,
+                     "test_nfe": record["metrics"]["test_nfe"] if record else None, **vals})
+    return {"experiment": "mnist_penalties", "git_commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+            "machine": machine_info(), "versions": versions(), "wall_time_s": time.perf_counter() - t0,
+            "orders": sorted(set(int(k) for k in orders)), "rows": rows}
 
 
 def run_name(cfg: MNISTConfig) -> str:
@@ -370,6 +418,8 @@ def _config_from_dict(c: dict) -> MNISTConfig:
 def load_run(path) -> tuple[MNISTConfig, dict, dict | None]:
     """(config, params, record) from a run record JSON, or from a checkpoint directory."""
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: pass a run record (.json) or a checkpoint directory")
     if path.suffix == ".json":
         record = json.loads(path.read_text())
         c = record["config"]

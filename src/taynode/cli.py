@@ -55,7 +55,8 @@ def _cmd_train(a) -> int:
 def _cmd_sweep(a) -> int:
     from .experiments import mnist
 
-    mnist.sweep(a.preset, seed=a.seed, out_dir=a.out, ckpt_root=a.ckpt_root, progress=not a.no_progress)
+    mnist.sweep(a.preset, runs=mnist.SWEEPS[a.runs], seed=a.seed, out_dir=a.out, ckpt_root=a.ckpt_root,
+                progress=not a.no_progress)
     return 0
 
 
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm = swsub.add_parser("mnist", help="unregularised, R_2, R_3 and RNODE runs (taynode.experiments.mnist.CPU_SWEEP)")
     sm.add_argument("--preset", default="cpu")
     sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--runs", choices=["full", "repeat"], default="full",
+                    help="full: every run of CPU_SWEEP; repeat: the headline runs of CPU_REPEAT (other seeds)")
     sm.add_argument("--out", default="results/mnist")
     sm.add_argument("--ckpt-root", default="checkpoints")
     sm.add_argument("--no-progress", action="store_true")

@@ -502,6 +502,16 @@ CPU_SWEEP = (
     dict(reg="rnode", lam_kin=1.0, lam_fro=1.0),
 )
 
+# The headline runs (unregularised, the strongest R_2, the strongest RNODE) repeated at more seeds,
+# so that chapter 05 can show how far the seed alone moves accuracy and NFE.
+CPU_REPEAT = (
+    dict(reg="none"),
+    dict(reg="taylor", order=2, lam=1.0),
+    dict(reg="rnode", lam_kin=1.0, lam_fro=1.0),
+)
+CPU_REPEAT_SEEDS = (1, 2)
+SWEEPS = {"full": CPU_SWEEP, "repeat": CPU_REPEAT}
+
 
 def sweep(preset: str = "cpu", runs=CPU_SWEEP, seed: int = 0, out_dir="results/mnist", ckpt_root="checkpoints",
           progress: bool = True) -> list[Path]:

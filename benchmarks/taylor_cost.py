@@ -9,7 +9,6 @@ Prints a table and writes results/bench/taylor_cost.json with the machine it ran
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from taynode.machine import git_commit, machine_info, timing, versions
+from taynode.paths import write_json
 from taynode.taylor import solution_derivatives
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,9 +90,7 @@ def main(argv=None):
         "git_commit": git_commit(ROOT),
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_json(a.out, record)
     print(f"wrote {out}")
 
 

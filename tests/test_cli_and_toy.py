@@ -29,3 +29,15 @@ def test_cli_unknown_command_exits():
 def test_toy_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(toy.PRESETS["smoke"], **{field: value})
+
+
+def test_write_json_creates_parent_and_leaves_no_temporary(tmp_path):
+    import json
+
+    from taynode.paths import write_json
+
+    path = write_json(tmp_path / "a" / "b" / "rec.json", {"x": [1, 2.5], "s": "λ"})
+    assert json.loads(path.read_text()) == {"x": [1, 2.5], "s": "λ"}
+    write_json(path, {"x": 3})  # overwrite in place
+    assert json.loads(path.read_text()) == {"x": 3}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rec.json"]

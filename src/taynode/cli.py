@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def _cmd_data(a) -> int:
@@ -86,17 +85,12 @@ def _cmd_penalties(a) -> int:
     import jax
 
     from .experiments import mnist
+    from .paths import write_json
 
     jax.config.update("jax_enable_x64", True)
     paths = sorted(a.records) if a.records else sorted(glob.glob("results/mnist/mnist_cpu_*.json"))
-    if not paths:
-        raise ValueError("records: none given and no results/mnist/mnist_cpu_*.json here; pass record paths")
     table = mnist.penalty_table(paths, orders=a.orders, n=a.n, progress=not a.no_progress)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(table, indent=1))
-    tmp.replace(out)
+    out = write_json(a.out, table)
     keys = [f"R{k}" for k in table["orders"]] + ["kinetic", "frobenius"]
     print(f"{'run':<42} {'test NFE':>8} " + " ".join(f"{k:>10}" for k in keys))
     for r in table["rows"]:

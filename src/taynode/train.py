@@ -25,6 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from ._checks import check_ints
+
 __all__ = ["LoopConfig", "TrainingDiverged", "fit", "epoch_order", "latest_checkpoint", "restore_checkpoint"]
 
 
@@ -45,12 +47,8 @@ class LoopConfig:
     max_to_keep: int = 2
 
     def __post_init__(self):
-        for name in ("num_steps", "steps_per_epoch", "log_every", "checkpoint_every", "max_to_keep"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
+        check_ints(self, ("num_steps", "steps_per_epoch", "log_every", "checkpoint_every", "max_to_keep"))
+        check_ints(self, ("eval_every",), minimum=0)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -23,7 +23,9 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from .._checks import check_ints, check_numbers
 from ..machine import git_commit, machine_info, versions
+from ..paths import write_json
 from ..models import MNISTDynamics, MNISTHead, as_field
 from ..regularizers import JacobianFrobenius, Kinetic, TaylorRK
 from ..solve import PAPER_TOL, SOLVERS, evaluation_nfe, solve
@@ -81,19 +83,11 @@ class MNISTConfig:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("order", "epochs", "batch_size", "train_size", "hidden", "eval_test_size", "eval_train_size",
-                     "nfe_examples", "nfe_per_example", "reg_examples", "checkpoint_every", "max_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("lam", "lam_kin", "lam_fro"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        for name in ("rtol", "atol", "eval_rtol", "eval_atol", "lr"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        check_ints(self, ("order", "epochs", "batch_size", "train_size", "hidden", "eval_test_size",
+                          "eval_train_size", "nfe_examples", "nfe_per_example", "reg_examples", "checkpoint_every",
+                          "max_steps"))
+        check_numbers(self, ("lam", "lam_kin", "lam_fro"), positive=False)
+        check_numbers(self, ("rtol", "atol", "eval_rtol", "eval_atol", "lr"), positive=True)
         if len(self.lr_boundaries) != max(len(self.lr_values) - 1, 0):
             raise ValueError("lr_values must have one more entry than lr_boundaries")
         if self.reg == "taylor" and self.lam == 0:
@@ -259,8 +253,6 @@ def evaluate(cfg: MNISTConfig, params, data: dict, progress: bool = False) -> di
     per_ex = [int(n) for n in per_ex]
 
     pen = penalty_values(cfg, params, data, orders=(cfg.order,))
-    sums = {"R": pen[f"R{cfg.order}"], "kinetic": pen["kinetic"], "frobenius": pen["frobenius"]}
-    n_reg = pen["n"]
     return {
         "test_acc": test_acc,
         "test_loss": test_loss,
@@ -269,12 +261,12 @@ def evaluate(cfg: MNISTConfig, params, data: dict, progress: bool = False) -> di
         "test_nfe": float(np.mean(nfes)),
         "test_nfe_batches": nfes,
         "test_nfe_per_example": float(np.mean(per_ex)),
-        "r_k": sums["R"],
+        "r_k": pen[f"R{cfg.order}"],
         "r_k_order": cfg.order,
-        "kinetic": sums["kinetic"],
-        "frobenius": sums["frobenius"],
+        "kinetic": pen["kinetic"],
+        "frobenius": pen["frobenius"],
         "eval_sizes": {"test": n_test, "train": n_train, "nfe_joint": len(nfes) * bs, "nfe_batch": bs,
-                       "nfe_per_example": len(per_ex), "reg": n_reg},
+                       "nfe_per_example": len(per_ex), "reg": pen["n"]},
         "eval_tol": {"rtol": rtol, "atol": atol, "solver": cfg.solver},
     }
 
@@ -405,9 +397,7 @@ def train(cfg: MNISTConfig, *, data: dict | None = None, out_dir="results/mnist"
         "history": history,
         "params_file": params_path.name,
     }
-    tmp = out_dir / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out_dir / f"{name}.json")
+    write_json(out_dir / f"{name}.json", record)
     return record
 
 

@@ -23,7 +23,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from .._checks import check_ints, check_numbers
 from ..machine import git_commit, machine_info, versions
+from ..paths import write_json
 from ..models import MLPField, as_field
 from ..regularizers import TaylorRK
 from ..solve import PAPER_TOL, evaluation_nfe, solve
@@ -52,14 +54,8 @@ class ToyConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("width", "depth", "n_points", "steps", "order"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("lr", "train_tol", "eval_tol", "z_range", "init_scale"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        check_ints(self, ("width", "depth", "n_points", "steps", "order"))
+        check_numbers(self, ("lr", "train_tol", "eval_tol", "z_range", "init_scale"), positive=True)
         if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
             raise ValueError(f"lam must be >= 0, got {self.lam!r}")
 
@@ -169,9 +165,7 @@ def save_record(cfg: ToyConfig, run: dict, metrics: dict, out_dir: Path) -> Path
         "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json(out_dir / f"{stem}.json", record)
 
 
 def load_record(path: Path) -> tuple[dict, object]:

@@ -1,0 +1,209 @@
+"""taynode.plots: each figure fits the page column, draws what it is given, and refuses bad input."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
+
+from taynode import plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _fits_column(fig):
+    width, height = fig.get_size_inches()
+    assert width <= plots.MAX_WIDTH and height <= 8
+
+
+def _runs():
+    return pd.DataFrame(
+        {
+            "label": ["unregularised", "R2, λ=0.1", "R2, λ=1", "RNODE 1"],
+            "family": ["unregularised", "R2", "R2", "RNODE"],
+            "weight": [0.0, 0.1, 1.0, 1.0],
+            "nfe": [80.0, 60.0, 40.0, 70.0],
+            "acc": [87.0, 86.8, 86.5, 85.0],
+            "seed": [0, 0, 1, 2],
+        }
+    )
+
+
+def test_family_color_shades_towards_white():
+    full = np.array(plots.family_color("R2"))
+    light = np.array(plots.family_color("R2", 0.4))
+    assert np.all(light >= full) and np.any(light > full)
+    assert plots.family_color("unregularised", 0.0) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("family, shade", [("R7", 1.0), ("R2", 1.5), ("R2", -0.1)])
+def test_family_color_rejects_bad_input(family, shade):
+    with pytest.raises(ValueError):
+        plots.family_color(family, shade)
+
+
+def test_derivative_cost_draws_one_line_per_method_and_a_reference():
+    orders = [2, 3, 4]
+    fig = plots.derivative_cost(
+        orders,
+        {"jet": [2.0, 3.0, 4.5], "nested jvp": [1.5, 2.0, 3.0]},
+        spread={"jet": ([1.9, 2.9, 4.4], [2.1, 3.1, 4.6])},
+    )
+    _fits_column(fig)
+    (ax,) = fig.axes
+    labels = ax.get_legend_handles_labels()[1]
+    assert sorted(labels) == ["jet", "nested jvp", "one evaluation of f"]
+    assert ax.get_xlabel() == "derivative order K"
+    assert "f evaluation" in ax.get_ylabel()
+
+
+def test_derivative_cost_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="ratios"):
+        plots.derivative_cost([2, 3, 4], {"jet": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="orders"):
+        plots.derivative_cost([], {})
+
+
+def test_nfe_against_penalty_one_panel_per_order_and_colour_bar():
+    rng = np.random.default_rng(0)
+    pens = {k: rng.lognormal(size=10) for k in (1, 2, 3, 5, 6)}
+    nfe = rng.integers(20, 200, size=10)
+    fig = plots.nfe_against_penalty(pens, nfe, color=np.arange(10), color_label="scale",
+                                    rho={k: 0.9 for k in pens})
+    _fits_column(fig)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("K = ")]
+    assert [ax.get_title() for ax in panels] == ["K = 1", "K = 2", "K = 3", "K = 5", "K = 6"]
+    assert len(fig.axes) == 6  # five panels and the colour bar; the sixth grid cell is removed
+    assert all(ax.get_xscale() == "log" for ax in panels)
+    assert "ρ = 0.90" in [t.get_text() for t in panels[0].texts]
+
+
+def test_nfe_against_penalty_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one"):
+        plots.nfe_against_penalty({}, [1, 2])
+    with pytest.raises(ValueError, match=r"penalties\[2\]"):
+        plots.nfe_against_penalty({2: [1.0, 2.0, 3.0]}, [1, 2])
+
+
+def _panel(n_t=20, n=3, title="p"):
+    ts = np.linspace(0, 1, n_t)
+    zs = np.outer(ts, np.arange(1, n + 1))
+    return {"ts": ts, "zs": zs, "color": np.abs(zs) + 1e-2, "step_t": ts[::5], "step_z": zs[::5], "title": title}
+
+
+def test_trajectories_one_line_collection_per_curve():
+    fig = plots.trajectories([_panel(title="λ = 0"), _panel(title="λ = 1e-3")], color_label="|d³z/dt³|")
+    _fits_column(fig)
+    data_axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in data_axes] == ["λ = 0", "λ = 1e-3"]
+    assert sum(isinstance(c, LineCollection) for c in data_axes[0].collections) == 3
+    assert len(fig.axes) == 3  # two panels and the colour bar
+    assert fig.axes[-1].get_ylabel() == "|d³z/dt³|"
+
+
+def test_trajectories_rejects_bad_panels():
+    with pytest.raises(ValueError, match="at least one"):
+        plots.trajectories([], color_label="c")
+    bad = _panel()
+    bad["color"] = bad["color"][:, :2]
+    with pytest.raises(ValueError, match="disagree"):
+        plots.trajectories([bad], color_label="c")
+
+
+def test_lambda_sweep_places_lambda_zero_first_and_draws_medians():
+    runs = pd.DataFrame(
+        {
+            "lam": [0.0, 0.0, 1e-3, 1e-3, 1.0, 1.0],
+            "seed": [0, 1, 0, 1, 0, 1],
+            "nfe": [140, 80, 50, 50, 50, 50],
+            "fit": [8e-4, 1e-5, 1e-5, 3e-4, 2e-4, 2e-4],
+        }
+    )
+    fig = plots.lambda_sweep(runs)
+    _fits_column(fig)
+    top, bottom = fig.axes
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["0", "0.001", "1"]
+    assert bottom.get_yscale() == "log" and top.get_yscale() == "linear"
+    median = top.get_lines()[0]
+    assert list(median.get_ydata()) == [110.0, 50.0, 50.0]
+    assert sum(isinstance(c, PathCollection) for c in top.collections) == 2  # one per seed
+
+
+def test_lambda_sweep_names_missing_columns():
+    with pytest.raises(ValueError, match="fit"):
+        plots.lambda_sweep(pd.DataFrame({"lam": [0.0], "seed": [0], "nfe": [1]}))
+    with pytest.raises(ValueError, match="at least one row"):
+        plots.lambda_sweep(pd.DataFrame({"lam": [], "seed": [], "nfe": [], "fit": []}))
+
+
+def test_accuracy_vs_nfe_one_legend_entry_per_run():
+    runs = _runs()
+    fig = plots.accuracy_vs_nfe(runs)
+    _fits_column(fig)
+    (ax,) = fig.axes
+    assert ax.get_legend_handles_labels()[1] == list(runs["label"])
+    assert len(ax.collections) == len(runs)
+
+
+def test_accuracy_vs_nfe_rejects_unknown_family_and_non_frames():
+    runs = _runs()
+    runs.loc[0, "family"] = "R9"
+    with pytest.raises(ValueError, match="family"):
+        plots.accuracy_vs_nfe(runs)
+    with pytest.raises(ValueError, match="DataFrame"):
+        plots.accuracy_vs_nfe(runs.to_dict())
+
+
+def test_training_nfe_one_panel_per_family_with_the_reference_in_each():
+    rows = []
+    for label, family, weight in [("unregularised", "unregularised", 0.0), ("R2, λ=1", "R2", 1.0),
+                                  ("R2, λ=0.1", "R2", 0.1), ("RNODE 1", "RNODE", 1.0)]:
+        rows += [{"label": label, "family": family, "weight": weight, "step": s, "nfe": 20 + s} for s in (0, 10, 20)]
+    fig = plots.training_nfe(pd.DataFrame(rows))
+    _fits_column(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["R2", "RNODE"]
+    assert len(fig.axes[0].get_lines()) == 3 and len(fig.axes[1].get_lines()) == 2
+
+
+def test_training_nfe_needs_a_regularised_family():
+    rows = pd.DataFrame({"label": ["u"], "family": ["unregularised"], "weight": [0.0], "step": [0], "nfe": [1]})
+    with pytest.raises(ValueError, match="besides the reference"):
+        plots.training_nfe(rows)
+
+
+def test_runs_by_seed_legend_lists_settings_then_seeds():
+    fig = plots.runs_by_seed(_runs())
+    _fits_column(fig)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["unregularised", "R2, λ=0.1", "R2, λ=1", "RNODE 1", "seed 0", "seed 1", "seed 2"]
+    assert len(ax.collections) == 4
+
+
+def test_penalties_against_nfe_grid_and_checks():
+    nfe = [80, 40, 60]
+    fams = ["unregularised", "R2", "RNODE"]
+    vals = {"$R_2$": [1.0, 0.1, 0.5], "$R_3$": [2.0, 0.2, 1.0], "kinetic": [3, 2, 1], "Frobenius": [1, 2, 3]}
+    fig = plots.penalties_against_nfe(vals, nfe, fams, rho={"$R_2$": 1.0})
+    _fits_column(fig)
+    assert [ax.get_xlabel() for ax in fig.axes] == list(vals)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == fams
+    with pytest.raises(ValueError, match="1 to 4"):
+        plots.penalties_against_nfe({}, nfe, fams)
+    with pytest.raises(ValueError, match="families"):
+        plots.penalties_against_nfe(vals, nfe, fams[:2])
+    with pytest.raises(ValueError, match="kinetic"):
+        plots.penalties_against_nfe({**vals, "kinetic": [1, 2]}, nfe, fams)
+
+
+def test_figures_wider_than_the_column_are_refused():
+    with pytest.raises(ValueError, match="at most"):
+        plots._figure(plots.MAX_WIDTH + 1, 3)

@@ -1,6 +1,7 @@
 """taynode: Taylor-mode regularisation of neural ODEs ("Learning Differential Equations that are Easy to Solve")."""
 
 from . import activations
+from .cnf import CNF, FlowResult
 from .regularizers import AbstractRegularizer, JacobianFrobenius, Kinetic, TaylorRK
 from .solve import PAPER_TOL, SOLVERS, Solution, evaluation_nfe, get_solver, solve
 from .taylor import solution_derivatives
@@ -20,4 +21,6 @@ __all__ = [
     "TaylorRK",
     "Kinetic",
     "JacobianFrobenius",
+    "CNF",
+    "FlowResult",
 ]

@@ -1,0 +1,375 @@
+"""Continuous normalising flows: divergence, log-density, sampling, layers, image helpers.
+
+References are independent of the code under test: `jnp.trace(jax.jacfwd(...))`, the closed-form
+pushforward of a Gaussian under a linear field, numerical integration of a density over a grid,
+variance formulas of Hutchinson's estimator, and hand computations.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from jax.scipy.linalg import expm
+
+from taynode import regularizers as regs
+from taynode.cnf import (
+    CNF,
+    ConcatConv2D,
+    ConcatConvField,
+    ConcatSquashLinear,
+    ConcatSquashMLP,
+    bits_per_dim,
+    dequantize,
+    draw_probe,
+    exact_divergence,
+    hutchinson_divergence,
+    inverse_logit_transform,
+    logit_transform,
+    standard_normal_log_prob,
+)
+from taynode.models import as_field
+from taynode.solve import solve
+from taynode.taylor import solution_derivatives
+
+TIGHT = dict(rtol=1e-10, atol=1e-10)
+
+
+def f64(tree):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+@pytest.fixture(scope="module")
+def mlp2d():
+    """A random-init 2-D ConcatSquashMLP field (float64) and its parameters."""
+    module = ConcatSquashMLP(hidden=(32, 32))
+    params = f64(module.init(jr.PRNGKey(0), 0.0, jnp.zeros((1, 2))))
+    return as_field(module), params
+
+
+def linear_field(a):
+    """f(t, z) = A z for each row z of the batch."""
+
+    def f(t, z, params):
+        return z @ params.T
+
+    return f, a
+
+
+@pytest.fixture(scope="module")
+def linear3():
+    a = 0.6 * jr.normal(jr.PRNGKey(7), (3, 3), jnp.float64)
+    return linear_field(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------------------------
+
+
+def test_exact_divergence_matches_jacfwd_trace():
+    module = ConcatSquashMLP(hidden=(16, 16))
+    params = f64(module.init(jr.PRNGKey(1), 0.0, jnp.zeros((1, 4))))
+    z = jr.normal(jr.PRNGKey(2), (5, 4), jnp.float64)
+    t = 0.3
+
+    fz, div, frob = jax.jit(lambda z_: exact_divergence(lambda u: module.apply(params, t, u), z_))(z)
+
+    def single(zb):
+        return module.apply(params, t, zb[None])[0]
+
+    jacs = jax.jit(jax.vmap(jax.jacfwd(single)))(z)  # (5, 4, 4)
+    np.testing.assert_allclose(div, jax.vmap(jnp.trace)(jacs), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(frob, jnp.sum(jacs**2, axis=(1, 2)) / 4, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fz, module.apply(params, t, z), rtol=1e-14)
+
+
+def test_exact_divergence_on_image_shaped_state():
+    module = ConcatConvField(hidden=(3,))
+    z = jr.normal(jr.PRNGKey(3), (2, 3, 3, 1), jnp.float64)
+    params = f64(module.init(jr.PRNGKey(4), 0.0, z))
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jr.normal(jr.PRNGKey(5), p.shape, p.dtype), params)
+    _, div, _ = jax.jit(lambda z_: exact_divergence(lambda u: module.apply(params, 0.5, u), z_))(z)
+
+    def single(zb):
+        return module.apply(params, 0.5, zb.reshape(1, 3, 3, 1)).reshape(9)
+
+    ref = jax.jit(jax.vmap(lambda zb: jnp.trace(jax.jacfwd(single)(zb))))(z.reshape(2, 9))
+    np.testing.assert_allclose(div, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["rademacher", "gaussian"])
+def test_hutchinson_unbiased(noise):
+    """Mean of N probes within 5 standard errors of the exact trace (and of ‖J‖_F²/D).
+
+    Var of εᵀJε: Σ_{i<j} (J_ij + J_ji)² for Rademacher ε, 2‖(J + Jᵀ)/2‖_F² for Gaussian ε.
+    """
+    d, n = 6, 20000
+    module = ConcatSquashMLP(hidden=(16,))
+    params = f64(module.init(jr.PRNGKey(8), 0.0, jnp.zeros((1, d))))
+    z0 = jr.normal(jr.PRNGKey(9), (d,), jnp.float64)
+    z = jnp.broadcast_to(z0, (n, d))  # one point, n independent probes
+    eps = draw_probe(jr.PRNGKey(10), z.shape, z.dtype, noise)
+    _, div, frob = jax.jit(lambda z_, e: hutchinson_divergence(lambda u: module.apply(params, 0.2, u), z_, e))(z, eps)
+
+    jac = jax.jit(jax.jacfwd(lambda zb: module.apply(params, 0.2, zb[None])[0]))(z0)
+    trace, fro = jnp.trace(jac), jnp.sum(jac**2) / d
+    s = jac + jac.T
+    var = jnp.sum(jnp.triu(s, 1) ** 2) if noise == "rademacher" else 2 * jnp.sum((s / 2) ** 2)
+    assert var > 1e-2  # the estimator is not exact here
+    assert abs(float(jnp.mean(div) - trace)) < 5 * math.sqrt(var / n)
+    assert abs(float(jnp.var(div) / var) - 1) < 0.1  # the probe has the stated distribution
+    assert abs(float(jnp.mean(frob) - fro)) < 5 * float(jnp.std(frob)) / math.sqrt(n)
+
+
+def test_probe_name_checked():
+    with pytest.raises(ValueError, match="noise must be one of"):
+        draw_probe(jr.PRNGKey(0), (2, 2), jnp.float64, "uniform")
+
+
+# ---------------------------------------------------------------------------------------------
+# Densities in closed form: a linear field
+# ---------------------------------------------------------------------------------------------
+
+
+def test_linear_flow_log_prob_closed_form(linear3):
+    """z(1) = e^A x, so log p(x) = log N(e^A x; 0, I) + tr A; RNODE's term = ‖A‖_F²/D."""
+    f, a = linear3
+    x = 1.5 * jr.normal(jr.PRNGKey(11), (6, 3), jnp.float64)
+    log_prob = jax.jit(lambda p, x_: CNF(f, (3,), "exact", **TIGHT).log_prob(p, x_, frobenius=True))
+    out = log_prob(a, x)
+    z1 = x @ expm(a).T
+    np.testing.assert_allclose(out.z, z1, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(z1) + jnp.trace(a), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(out.reg["frobenius"], jnp.full(6, jnp.sum(a**2) / 3), rtol=1e-9)
+    assert int(out.nfe) > 2
+    with pytest.raises(Exception, match="non-finite"):  # a run-time check, under jit too
+        jax.block_until_ready(log_prob(a, x.at[1, 2].set(jnp.nan)))
+
+
+@pytest.mark.parametrize("noise", ["rademacher", "gaussian"])
+def test_linear_flow_hutchinson_uses_one_probe(linear3, noise):
+    """With ε fixed over time, the estimate is log N(e^A x) + εᵀAε and the Frobenius term ‖Aε‖²/D."""
+    f, a = linear3
+    x = jr.normal(jr.PRNGKey(12), (4, 3), jnp.float64)
+    key = jr.PRNGKey(13)
+    out = CNF(f, (3,), noise, **TIGHT).log_prob(a, x, key=key, frobenius=True)
+    eps = draw_probe(key, x.shape, x.dtype, noise)
+    ae = eps @ a.T
+    z1 = x @ expm(a).T
+    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(z1) + jnp.sum(eps * ae, 1), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(out.reg["frobenius"], jnp.mean(ae**2, 1), rtol=1e-9)
+
+
+def test_linear_flow_sampling_closed_form(linear3):
+    """Samples x = e^{−A} z, with log p(x) = log N(z) + tr A; `sample` gives the same points."""
+    f, a = linear3
+    cnf = CNF(f, (3,), "exact", **TIGHT)
+    key = jr.PRNGKey(14)
+    out = cnf.sample_and_log_prob(a, key, 5)
+    np.testing.assert_allclose(out.z, jr.normal(key, (5, 3), jnp.float64))
+    np.testing.assert_allclose(out.x, out.z @ expm(-a).T, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(out.z) + jnp.trace(a), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(cnf.sample(a, key, 5), out.x, rtol=1e-8, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# A nonlinear 2-D flow
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sample_then_log_prob_consistent(mlp2d):
+    f, params = mlp2d
+    cnf = CNF(f, (2,), "exact", **TIGHT)
+    s = cnf.sample_and_log_prob(params, jr.PRNGKey(15), 8)
+    back = cnf.log_prob(params, s.x)
+    np.testing.assert_allclose(back.z, s.z, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(back.log_prob, s.log_prob, rtol=1e-7, atol=1e-7)
+    # the flow is far from the identity, so this comparison can fail
+    assert float(jnp.max(jnp.abs(s.log_prob - standard_normal_log_prob(s.x)))) > 0.1
+
+
+def test_density_integrates_to_one(mlp2d):
+    """∫ p over [−7, 7]² by the trapezoid rule on a 141 × 141 grid (h = 0.1) is 1 within 1e-4.
+
+    The random-init flow changes log p by more than 1 somewhere on the grid, so a wrong sign or
+    scale of the divergence would miss 1 by far more than the tolerance.
+    """
+    f, params = mlp2d
+    cnf = CNF(f, (2,), "exact", rtol=1e-8, atol=1e-8)
+    g = jnp.linspace(-7.0, 7.0, 141)
+    grid = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    out = cnf.log_prob(params, grid)
+    p = jnp.exp(out.log_prob).reshape(141, 141)
+    h = float(g[1] - g[0])
+    w = jnp.ones(141).at[0].set(0.5).at[-1].set(0.5)
+    mass = float(h * h * w @ p @ w)
+    assert abs(mass - 1) < 1e-4
+    assert float(jnp.max(jnp.abs(out.log_prob - standard_normal_log_prob(grid)))) > 1.0
+
+
+def test_augmented_field_is_jet_safe(mlp2d):
+    """Taylor mode through the divergence (exact and Hutchinson) agrees with nested jvp."""
+    f, params = mlp2d
+    z = jr.normal(jr.PRNGKey(16), (3, 2), jnp.float64)
+    state = (z, jnp.zeros(3), jnp.zeros(3))
+    for divergence in ("exact", "rademacher"):
+        cnf = CNF(f, (2,), divergence)
+        aug = cnf.augmented(frobenius=True)
+        args = (params, draw_probe(jr.PRNGKey(17), z.shape, z.dtype, "rademacher"))
+        jet, ref = jax.jit(
+            lambda y, a: [solution_derivatives(aug, 0.4, y, a, 2, method=m) for m in ("jet", "jvp")]
+        )(state, args)
+        for a_, b_ in zip(jax.tree_util.tree_leaves(jet), jax.tree_util.tree_leaves(ref)):
+            np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-9)
+
+
+def _part_supported():
+    try:
+        regs.Kinetic(part=0)
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _part_supported(), reason="regularisers without a `part` field")
+def test_regularizers_see_z_only(mlp2d):
+    """R_2 and kinetic with part=0 in the flow equal the same regularisers on the z-only solve."""
+    f, params = mlp2d
+    x = jr.normal(jr.PRNGKey(18), (4, 2), jnp.float64)
+    out = CNF(f, (2,), "exact", **TIGHT).log_prob(
+        params, x, regularizers=(regs.TaylorRK(2, part=0), regs.Kinetic(part=0))
+    )
+    ref = solve(f, x, params, regularizers=(regs.TaylorRK(2), regs.Kinetic()), batched=True, **TIGHT)
+    for name in ("R2", "kinetic"):
+        np.testing.assert_allclose(out.reg[name], ref.reg[name], rtol=1e-7, atol=1e-10)
+    assert float(jnp.min(out.reg["R2"])) > 0
+
+
+def test_frobenius_flag_refuses_a_second_frobenius(linear3):
+    f, a = linear3
+    cnf = CNF(f, (3,), "exact")
+    with pytest.raises(ValueError, match="frobenius"):
+        cnf.log_prob(a, jnp.zeros((2, 3)), regularizers=(regs.JacobianFrobenius(jr.PRNGKey(0)),), frobenius=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_arguments(linear3):
+    f, a = linear3
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        CNF(f, (3,), "hutch")
+    with pytest.raises(ValueError, match="event_shape"):
+        CNF(f, 3)
+    with pytest.raises(ValueError, match="t1 must be greater than t0"):
+        CNF(f, (3,), t0=1.0, t1=0.0)
+    cnf = CNF(f, (3,), "gaussian")
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
+        cnf.log_prob(a, jnp.zeros((2, 4)), key=jr.PRNGKey(0))
+    with pytest.raises(ValueError, match="x must be a floating-point array"):
+        cnf.log_prob(a, jnp.zeros((2, 3), jnp.int32), key=jr.PRNGKey(0))
+    with pytest.raises(ValueError, match="key must be a jax.random key"):
+        cnf.log_prob(a, jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="num must be an int"):
+        cnf.sample(a, jr.PRNGKey(0), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_concat_squash_linear_formula():
+    layer = ConcatSquashLinear(5)
+    h = jr.normal(jr.PRNGKey(19), (4, 3), jnp.float64)
+    params = f64(layer.init(jr.PRNGKey(20), 0.0, h))
+    p = jax.tree_util.tree_map(lambda v: v + 0.1, params)["params"]  # nonzero biases
+    t = 0.7
+    w, b = p["layer"]["kernel"], p["layer"]["bias"]
+    a, c = p["hyper_gate"]["kernel"][0], p["hyper_gate"]["bias"]
+    d = p["hyper_bias"]["kernel"][0]
+    assert set(p["hyper_bias"]) == {"kernel"}
+    ref = (h @ w + b) / (1 + np.exp(-(a * t + c))) + d * t
+    np.testing.assert_allclose(layer.apply({"params": p}, t, h), ref, rtol=1e-13)
+
+
+def test_concat_conv2d_puts_time_first():
+    layer = ConcatConv2D(2)
+    h = jr.normal(jr.PRNGKey(21), (1, 4, 4, 3), jnp.float64)
+    params = f64(layer.init(jr.PRNGKey(22), 0.0, h))
+    k = params["params"]["Conv_0"]["kernel"]
+    assert k.shape == (3, 3, 4, 2)
+    t = 0.25
+    inp = jnp.concatenate([jnp.full((1, 4, 4, 1), t), h], axis=-1)
+    ref = jax.lax.conv_general_dilated(inp, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layer.apply(params, t, h), ref + params["params"]["Conv_0"]["bias"], rtol=1e-12)
+
+
+def test_conv_field_starts_at_identity_flow():
+    """The last layer is zero-initialised: f = 0, so log p(x) = log N(x) with a Hutchinson probe too."""
+    module = ConcatConvField(hidden=(4, 4))
+    x = jr.normal(jr.PRNGKey(23), (2, 5, 5, 1), jnp.float64)
+    params = f64(module.init(jr.PRNGKey(24), 0.0, x))
+    np.testing.assert_array_equal(module.apply(params, 0.3, x), 0.0)
+    out = CNF(as_field(module), (5, 5, 1), "rademacher").log_prob(params, x, key=jr.PRNGKey(0))
+    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["mlp", "conv"])
+def test_fields_are_jet_safe(which):
+    if which == "mlp":
+        module, z = ConcatSquashMLP(hidden=(8, 8)), jr.normal(jr.PRNGKey(25), (3, 4), jnp.float64)
+    else:
+        module, z = ConcatConvField(hidden=(3, 3)), jr.normal(jr.PRNGKey(25), (2, 4, 4, 1), jnp.float64)
+    params = f64(module.init(jr.PRNGKey(26), 0.0, z))
+    params = jax.tree_util.tree_map(lambda p: p + 0.2 * jr.normal(jr.PRNGKey(27), p.shape, p.dtype), params)
+    f = as_field(module)
+    jet, ref = jax.jit(lambda y, p: [solution_derivatives(f, 0.1, y, p, 2, method=m) for m in ("jet", "jvp")])(
+        z, params
+    )
+    for a_, b_ in zip(jet, ref):
+        np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dequantize_stays_in_its_bin():
+    pixels = jnp.array([[0, 1, 128, 255]], jnp.uint8)
+    x = dequantize(jr.PRNGKey(28), jnp.broadcast_to(pixels, (500, 4)))
+    assert float(x.min()) > 0 and float(x.max()) < 1
+    np.testing.assert_array_equal(jnp.floor(x * 256), jnp.broadcast_to(pixels, (500, 4)))
+
+
+def test_logit_transform_log_det_and_inverse():
+    x = jr.uniform(jr.PRNGKey(29), (3, 5), jnp.float64)
+    alpha = 1e-5
+    y, log_det = logit_transform(x, alpha)
+
+    def elementwise(u):
+        s = alpha + (1 - 2 * alpha) * u
+        return math.log(s / (1 - s))
+
+    for b in range(3):
+        slopes = [jax.grad(lambda u: jnp.log(alpha + (1 - 2 * alpha) * u) - jnp.log(1 - alpha - (1 - 2 * alpha) * u))(
+            x[b, i]) for i in range(5)]
+        np.testing.assert_allclose(log_det[b], np.sum(np.log(slopes)), rtol=1e-12)
+        np.testing.assert_allclose(y[b], [elementwise(float(u)) for u in x[b]], rtol=1e-10)
+    np.testing.assert_allclose(inverse_logit_transform(y, alpha), x, rtol=1e-10, atol=1e-12)
+
+
+def test_bits_per_dim_by_hand():
+    # uniform density on [0, 1)^D: log p = 0 → 8 bits for 256 levels
+    assert bits_per_dim(0.0, 784) == pytest.approx(8.0, rel=1e-14)
+    # log p = −500 nats over 784 dimensions: 8 + 500 / (784 ln 2) = 8.920086...
+    assert bits_per_dim(-500.0, 784) == pytest.approx(8 + 500 / (784 * 0.6931471805599453), rel=1e-14)
+    assert bits_per_dim(-500.0, 784) == pytest.approx(8.920086, abs=1e-6)
+    with pytest.raises(ValueError, match="dims must be an int"):
+        bits_per_dim(0.0, 0)

@@ -13,6 +13,8 @@ from pathlib import Path
 from ._fetch import ChecksumError, FetchError, default_data_dir, default_mirror
 from .mnist import fetch_mnist, load_mnist, read_idx
 from .physionet import PhysioNet, PhysioNetSplit, fetch_physionet, load_physionet
+from .tabular import TabularSplits, load_breast_cancer, load_miniboone, split_and_standardize
+from .toy2d import TOY_DENSITIES, sample_toy2d
 
 __all__ = [
     "load_mnist",
@@ -23,6 +25,12 @@ __all__ = [
     "fetch_physionet",
     "PhysioNet",
     "PhysioNetSplit",
+    "load_miniboone",
+    "load_breast_cancer",
+    "split_and_standardize",
+    "TabularSplits",
+    "sample_toy2d",
+    "TOY_DENSITIES",
     "ChecksumError",
     "FetchError",
     "default_data_dir",

@@ -7,8 +7,16 @@ STAMP  := $(VENV)/.taynode-installed
 TAYNODE_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export TAYNODE_MIRROR
 NBDIR  := _build/nbtest
+# The executed chapters the book build renders (jupyter-cache; `execute_notebooks: cache`).
+JCACHE := _build/.jupyter_cache
+# Chapters: the MyST notebooks of book/ (pages without a jupytext header have no code).
+CHAPTERS := $(shell grep -l '^jupytext:' book/*.md)
+# MathJax, served from the built HTML so that maths renders offline (npm package, checksummed).
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA256  := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: setup data test unit notebooks book bench clean
+.PHONY: setup data test unit notebooks book html mathjax bench clean
 
 setup: $(STAMP)
 
@@ -24,20 +32,44 @@ data: setup
 	$(BIN)/taynode data fetch
 
 unit: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest tests -q
 
+# Every chapter under nbval (a failing cell fails the target); the executed notebooks are kept
+# in $(JCACHE), so that `make html` renders them without executing any chapter again.
 notebooks: setup data
-	rm -rf $(NBDIR) && mkdir -p $(NBDIR)
-	for f in book/*.md; do $(BIN)/jupytext --quiet --to ipynb --output $(NBDIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
-	cd $(NBDIR) && ../../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider -q *.ipynb
+	rm -rf $(NBDIR) $(JCACHE) && mkdir -p $(NBDIR)
+	for f in $(CHAPTERS); do $(BIN)/jupytext --quiet --to ipynb --output $(NBDIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
+	cd $(NBDIR) && PYTHONPATH=$(CURDIR)/book/_tools ../../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider \
+		-p nbval_cache --nb-cache $(CURDIR)/$(JCACHE) --nb-source $(CURDIR)/book -q *.ipynb
 
-book: setup data
-	$(BIN)/jupyter-book build . -W --keep-going
+# The book from scratch: every chapter executed once by the build, warnings are errors.
+book: setup data mathjax
+	rm -rf $(JCACHE)
+	$(MAKE) html
+
+# The HTML from the chapters in $(JCACHE) (a chapter not found there is executed).
+html: setup mathjax
+	$(BIN)/jupyter-book build . --all -W --keep-going
+
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	rm -rf _build/mathjax && mkdir -p _build/mathjax
+	cd _build/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	echo "$(MATHJAX_SHA256)  _build/mathjax/mathjax-$(MATHJAX_VERSION).tgz" | sha256sum --check --quiet -
+	tar -xzf _build/mathjax/mathjax-$(MATHJAX_VERSION).tgz -C _build/mathjax
+	rm -rf book/_static/mathjax && mkdir -p book/_static/mathjax/output
+	cd _build/mathjax/package/es5 && cp -r input a11y ui sre adaptors $(CURDIR)/book/_static/mathjax/ \
+		&& cp -r output/chtml.js output/chtml $(CURDIR)/book/_static/mathjax/output/
+	cp _build/mathjax/package/LICENSE book/_static/mathjax/LICENSE
+	cp _build/mathjax/package/es5/tex-mml-chtml.js $@
+	rm -rf _build/mathjax
 
 test: setup data
 	$(MAKE) unit
 	$(MAKE) notebooks
-	$(MAKE) book
+	$(MAKE) html
 
 bench: setup
 	$(BIN)/python benchmarks/taylor_cost.py

@@ -37,6 +37,12 @@ def _runs():
     )
 
 
+def test_shades_single_weight_is_full_colour_and_order_is_kept():
+    assert plots._shades([1.0]) == {1.0: 1.0}
+    shade = plots._shades([0.01, 1.0, 0.1])
+    assert shade[0.01] < shade[0.1] < shade[1.0] == 1.0
+
+
 def test_family_color_shades_towards_white():
     full = np.array(plots.family_color("R2"))
     light = np.array(plots.family_color("R2", 0.4))
@@ -169,7 +175,7 @@ def test_training_nfe_one_panel_per_family_with_the_reference_in_each():
         rows += [{"label": label, "family": family, "weight": weight, "step": s, "nfe": 20 + s} for s in (0, 10, 20)]
     fig = plots.training_nfe(pd.DataFrame(rows))
     _fits_column(fig)
-    assert [ax.get_title() for ax in fig.axes] == ["R2", "RNODE"]
+    assert [ax.get_title() for ax in fig.axes] == ["$R_2$", "RNODE"]
     assert len(fig.axes[0].get_lines()) == 3 and len(fig.axes[1].get_lines()) == 2
 
 
@@ -195,7 +201,7 @@ def test_penalties_against_nfe_grid_and_checks():
     fig = plots.penalties_against_nfe(vals, nfe, fams, rho={"$R_2$": 1.0})
     _fits_column(fig)
     assert [ax.get_xlabel() for ax in fig.axes] == list(vals)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == fams
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["unregularised", "$R_2$", "RNODE"]
     with pytest.raises(ValueError, match="1 to 4"):
         plots.penalties_against_nfe({}, nfe, fams)
     with pytest.raises(ValueError, match="families"):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import matplotlib.ticker as mticker
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "MAX_WIDTH",
     "FAMILY_COLORS",
+    "FAMILY_NAMES",
     "family_color",
     "derivative_cost",
     "nfe_against_penalty",
@@ -41,6 +43,7 @@ FAMILY_COLORS = {
     "R3": "tab:green",
     "RNODE": "tab:orange",
 }
+FAMILY_NAMES = {"R2": "$R_2$", "R3": "$R_3$"}  # how titles and legends write a family
 
 
 def family_color(family: str, shade: float = 1.0):
@@ -76,11 +79,28 @@ def _require(df: pd.DataFrame, columns: Sequence[str], name: str = "data") -> No
         raise ValueError(f"{name} must hold at least one row")
 
 
+def _plain_log_ticks(axis, values=None) -> None:
+    """Label a log axis 0.02, 0.05, 0.1, … rather than with powers of ten.
+
+    Over more than about a decade and a half of `values` only the powers of ten are labelled.
+    """
+    subs = (1.0, 2.0, 5.0)
+    if values is not None:
+        v = np.asarray(values, dtype=float)
+        v = v[v > 0]
+        if v.size and np.log10(v.max() / v.min()) > 1.5:
+            subs = (1.0,)
+    axis.set_major_locator(mticker.LogLocator(subs=subs))
+    axis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(mticker.NullFormatter())
+
+
 def _shades(values: Sequence[float]) -> dict:
     """Weight → shade in [0.4, 1]: the smallest weight lightest, the largest full colour."""
     ranks = {v: i for i, v in enumerate(sorted(set(values)))}
-    n = max(len(ranks) - 1, 1)
-    return {v: 0.4 + 0.6 * r / n for v, r in ranks.items()}
+    if len(ranks) == 1:
+        return dict.fromkeys(ranks, 1.0)
+    return {v: 0.4 + 0.6 * r / (len(ranks) - 1) for v, r in ranks.items()}
 
 
 def derivative_cost(orders: Sequence[int], ratios: Mapping[str, Sequence[float]],
@@ -157,6 +177,7 @@ def nfe_against_penalty(penalties: Mapping[int, Sequence[float]], nfe: Sequence[
         ax.remove()
     for row in axes:
         row[0].set_ylabel(ylabel)
+    _plain_log_ticks(flat[0].yaxis)
     fig.tight_layout()
     if color is not None:
         fig.colorbar(sc, ax=[a for a in flat[: len(penalties)]], label=color_label, fraction=0.03, pad=0.02)
@@ -287,7 +308,7 @@ def training_nfe(curves: pd.DataFrame, *, reference: str = "unregularised",
     families = [f for f in curves["family"].unique() if f != reference]
     if not families:
         raise ValueError(f"curves must hold a family besides the reference {reference!r}")
-    fig, axes = _figure(7.8, 3.0, 1, len(families), sharex=True, sharey=True, squeeze=False)
+    fig, axes = _figure(7.8, 3.9, 1, len(families), sharex=True, sharey=True, squeeze=False)
     ref = curves[curves["family"] == reference]
     for ax, family in zip(axes[0], families):
         for label, sub in ref.groupby("label", sort=False):
@@ -296,9 +317,9 @@ def training_nfe(curves: pd.DataFrame, *, reference: str = "unregularised",
         shade = _shades(fam["weight"])
         for (label, weight), sub in fam.groupby(["label", "weight"], sort=False):
             ax.plot(sub["step"], sub["nfe"], color=family_color(family, shade[weight]), lw=1.4, label=label)
-        ax.set(title=family, xlabel="training step")
+        ax.set(title=FAMILY_NAMES.get(family, family), xlabel="training step")
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=7, loc="upper left")
+        ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     axes[0, 0].set_ylabel(ylabel)
     fig.tight_layout()
     return fig
@@ -317,11 +338,13 @@ def runs_by_seed(runs: pd.DataFrame, *, nfe_label: str = "test NFE",
     **Raises** `ValueError` when a column is missing or `runs` is empty.
     """
     _require(runs, ["label", "family", "seed", "nfe", "acc"], "runs")
-    seed_markers = dict(zip(sorted(runs["seed"].unique()), "os^vDP"))
+    seeds = sorted(runs["seed"].unique())
+    seed_markers = dict(zip(seeds, "os^vDP"))
+    sizes = dict(zip(seeds, np.linspace(110, 30, len(seeds))))  # later seeds smaller, drawn on top
     fig, ax = _figure(6.0, 3.6)
-    for _, r in runs.iterrows():
+    for _, r in runs.sort_values("seed", kind="stable").iterrows():
         ax.scatter(r["nfe"], r["acc"], color=family_color(r["family"]), marker=seed_markers[r["seed"]],
-                   s=50, alpha=0.85, edgecolors="white", linewidths=0.8)
+                   s=sizes[r["seed"]], alpha=0.9, edgecolors="white", linewidths=0.8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=family_color(fam), label=lab)
                for lab, fam in runs[["label", "family"]].drop_duplicates().itertuples(index=False)]
     handles += [plt.Line2D([], [], marker=m, ls="", color="grey", label=f"seed {s}") for s, m in seed_markers.items()]
@@ -359,6 +382,7 @@ def penalties_against_nfe(values: Mapping[str, Sequence[float]], nfe: Sequence[f
             raise ValueError(f"values[{name!r}] has {len(vals)} entries for {nfe.size} NFE values")
         ax.scatter(vals, nfe, color=colors, s=30, edgecolors="white", linewidths=0.5)
         ax.set(xscale="log", xlabel=name)
+        _plain_log_ticks(ax.xaxis, vals)
         if rho is not None and name in rho:
             ax.text(0.04, 0.94, f"ρ = {rho[name]:.2f}", transform=ax.transAxes, va="top", fontsize=9)
         ax.grid(alpha=0.3)
@@ -366,9 +390,9 @@ def penalties_against_nfe(values: Mapping[str, Sequence[float]], nfe: Sequence[f
         ax.remove()
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=family_color(f), label=f)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=family_color(f), label=FAMILY_NAMES.get(f, f))
                for f in dict.fromkeys(families)]
-    flat[0].legend(handles=handles, frameon=False, fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.legend(handles=handles, frameon=False, fontsize=9, loc="upper center", ncols=len(handles))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 

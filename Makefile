@@ -16,7 +16,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA256  := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: setup data test unit notebooks book html mathjax bench clean
+.PHONY: setup data test unit slow notebooks book html mathjax bench clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,7 @@ $(MATHJAX):
 
 test: setup data
 	$(MAKE) unit
+	$(MAKE) slow
 	$(MAKE) notebooks
 	$(MAKE) html
 

@@ -1,9 +1,14 @@
+"""The CLI built from the experiment registry, and the toy through the shared loop."""
+
 import dataclasses
+import json
 
 import pytest
 
-from taynode.cli import main
-from taynode.experiments import toy
+from taynode.cli import build_parser, main
+from taynode.experiments import REGISTRY
+
+TOY = REGISTRY["toy"]
 
 
 def test_cli_errors_are_one_line(capsys):
@@ -15,7 +20,10 @@ def test_cli_errors_are_one_line(capsys):
     for cmd in (["eval", "mnist", "no/such/run.json"], ["penalties", "mnist", "no/such/run.json"]):
         assert main(cmd) == 2
         err = capsys.readouterr().err.strip()
-        assert err == "taynode: error: no/such/run.json does not exist: pass a run record (.json) or a checkpoint directory"
+        assert err == ("taynode: error: no/such/run.json does not exist: pass a run record (.json) "
+                       "or a checkpoint directory")
+    assert main(["sweep", "toy", "--runs", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "taynode: error: runs must be one of ['full'] for toy, got 'nope'"
 
 
 def test_cli_unknown_command_exits():
@@ -23,17 +31,73 @@ def test_cli_unknown_command_exits():
         main(["frobnicate"])
 
 
-@pytest.mark.parametrize("field,value,match", [("steps", 0, "steps must be an int >= 1"),
-                                               ("lam", -0.5, "lam must be >= 0"),
-                                               ("lr", 0.0, "lr must be a positive number")])
+def test_help_lists_every_experiment():
+    lines = [line.split() for line in build_parser().format_help().splitlines()]
+    for name, exp in REGISTRY.items():
+        assert [name, *exp.description.split()] in lines
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_train_flags_are_the_config_fields(name):
+    exp = REGISTRY[name]
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["train"]._subparsers._group_actions[0].choices[name]
+    flags = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+    fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(exp.Config)}
+    assert flags - {"--help"} == fields | {"--resume", "--out", "--ckpt-root", "--no-progress"}
+    # every field flag parses into that field's override, typed like its default
+    a = parser.parse_args(["train", name, "--lr", "0.5", "--epochs", "3", "--lr-values", "0.1", "0.01",
+                           "--lr-boundaries", "1"])
+    assert (a.lr, a.epochs, a.lr_values, a.lr_boundaries) == (0.5, 3, [0.1, 0.01], [1.0])
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_default_config_is_its_preset(name):
+    exp = REGISTRY[name]
+    cfg = exp.Config()
+    assert cfg == exp.config(cfg.preset) == exp.config()
+    assert set(exp.presets) == {"smoke", "cpu", "gpu", "paper"}
+    for preset in exp.presets:
+        assert exp.config(preset).preset == preset
+
+
+@pytest.mark.parametrize("field,value,match", [("epochs", 0, "epochs must be an int >= 1"),
+                                               ("lam", -0.5, "lam must be a number >= 0"),
+                                               ("lr", 0.0, "lr must be a positive number"),
+                                               ("width", 0, "width must be an int >= 1")])
 def test_toy_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
-        dataclasses.replace(toy.PRESETS["smoke"], **{field: value})
+        TOY.config("smoke", **{field: value})
+
+
+@pytest.mark.slow
+def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    args = ["--reg", "taylor", "--lam", "1e-2", "--epochs", "20", "--eval-rtol", "1e-6", "--eval-atol", "1e-6"]
+    assert main(["train", "toy", "--preset", "smoke", *args, "--out", out, "--ckpt-root", ckpt, "--no-progress"]) == 0
+    path = tmp_path / "out" / "toy_smoke_taylor_K3_lam0.01_seed0.json"
+    record = json.loads(path.read_text())
+    assert record["experiment"] == "toy" and record["config"]["epochs"] == 20
+    assert [h["step"] for h in record["history"]] == [2 * i for i in range(1, 11)]
+    capsys.readouterr()
+    assert main(["eval", "toy", str(path)]) == 0
+    assert "matches the record" in capsys.readouterr().out
+
+
+def test_sweep_skips_finished_runs(tmp_path, capsys):
+    from taynode.runner import sweep, sweep_configs
+
+    cfgs = sweep_configs(TOY, "smoke", "full", seeds=[4])
+    assert [(c.reg, c.lam, c.seed) for c in cfgs] == [("none", 0.0, 4)] + [("taylor", lam, 4)
+                                                                          for lam in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)]
+    for c in cfgs:  # every run already has a record
+        (tmp_path / f"{TOY.run_name(c)}.json").write_text("{}")
+    done = sweep(TOY, "smoke", "full", seeds=[4], out_dir=tmp_path, progress=False)
+    assert [p.name for p in done] == [f"{TOY.run_name(c)}.json" for c in cfgs]
+    assert capsys.readouterr().out.count("exists, skipped") == 6
 
 
 def test_write_json_creates_parent_and_leaves_no_temporary(tmp_path):
-    import json
-
     from taynode.paths import write_json
 
     path = write_json(tmp_path / "a" / "b" / "rec.json", {"x": [1, 2.5], "s": "λ"})

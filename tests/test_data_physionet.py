@@ -584,6 +584,7 @@ def real():
     return pn.load_physionet(REPO / "data", _REAL[-1], allow_url=False, progress=False)
 
 
+@pytest.mark.slow
 def test_real_counts_and_grid(real):
     """REFERENCES: 4000 + 4000 records, times 00:00-48:00 on a 49-point hourly grid, ten empty records."""
     assert real.info["n_records"] == {"set-a": 4000, "set-b": 4000}
@@ -600,6 +601,7 @@ def test_real_counts_and_grid(real):
     assert set(real.train.record_ids.tolist()) == want_train - set(TEN_EMPTY)
 
 
+@pytest.mark.slow
 def test_real_observed_fraction_and_time_points(real):
     """REFERENCES: 1 / 47 / 49 time points per record, 21.4 % of (time, feature) cells observed."""
     mask = np.concatenate([real.train.mask, real.test.mask]).astype(bool)
@@ -612,6 +614,7 @@ def test_real_observed_fraction_and_time_points(real):
     assert fraction == pytest.approx(0.214, abs=0.0005)
 
 
+@pytest.mark.slow
 def test_real_missing_codes_and_implausible_values(real):
     """REFERENCES: Weight -1 in 673 records at 00:00; 41 Temp values below 0; 10 pH values above 14."""
     assert real.info["missing_codes"] == {"Weight": 673}
@@ -625,6 +628,7 @@ def test_real_missing_codes_and_implausible_values(real):
 
 
 @pytest.mark.skipif(not _REAL or shutil.which("gzip") is None, reason="needs the real files and gzip")
+@pytest.mark.slow
 def test_real_repacked_tarball_reproduces_the_checksum(tmp_path):
     """A differently packed copy of set-b (shuffled, other metadata, gzip -9) re-packs to the mirror's sha256."""
     src = _REAL[-1] / "physionet2012" / "set-b.tar.gz"

@@ -1,45 +1,12 @@
-import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import Counter, mlp_field, mlp_params, reference_integral, rk4_reference
 
-import taynode
 from taynode import JacobianFrobenius, Kinetic, TaylorRK, evaluation_nfe, solve
 from taynode.taylor import solution_derivatives
-
-from fields import Counter, mlp_field, mlp_params
-
-
-def rk4_reference(f, y0, args, t0, t1, n):
-    """Fixed-step classical RK4, written out independently of diffrax; returns grid and states."""
-    h = (t1 - t0) / n
-
-    def step(y, t):
-        k1 = f(t, y, args)
-        k2 = f(t + h / 2, y + h / 2 * k1, args)
-        k3 = f(t + h / 2, y + h / 2 * k2, args)
-        k4 = f(t + h, y + h * k3, args)
-        y1 = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return y1, y1
-
-    ts = t0 + h * jnp.arange(n + 1)
-    _, ys = jax.lax.scan(step, y0, ts[:-1])
-    return ts, jnp.concatenate([y0[None], ys])
-
-
-def simpson(values, ts):
-    h = ts[1] - ts[0]
-    w = np.ones(len(ts))
-    w[1:-1:2], w[2:-1:2] = 4, 2
-    return h / 3 * jnp.tensordot(jnp.asarray(w), values, axes=(0, 0))
-
-
-def reference_integral(f, y0, p, integrand, t1=1.0, n=2000):
-    ts, ys = rk4_reference(f, y0, p, 0.0, t1, n)
-    vals = jax.vmap(integrand)(ts, ys)
-    return simpson(vals, ts)
 
 
 @pytest.fixture
@@ -114,16 +81,59 @@ def test_rk_gradient_matches_finite_differences(adjoint, order):
     assert abs(float(ad) - float(fd)) <= 1e-5 * abs(float(fd)), (float(ad), float(fd))
 
 
-def test_regularisers_do_not_change_the_solution(problem):
+def test_regularisers_take_part_in_error_control(problem):
+    """The regulariser states are part of the solver's error norm: the steps change, the accuracy does not."""
     f, p, y0 = problem
     tol = 1e-8
-    plain = solve(f, y0, p, rtol=tol, atol=tol)
-    reg = solve(f, y0, p, rtol=tol, atol=tol, regularizers=[TaylorRK(3), Kinetic()])
+    plain = solve(f, y0, p, rtol=tol, atol=tol, save_steps=True)
+    reg = solve(f, y0, p, rtol=tol, atol=tol, regularizers=[TaylorRK(3), Kinetic()], save_steps=True)
+    n_plain, n_reg = int(plain.num_accepted_steps), int(reg.num_accepted_steps)
+    assert (n_plain, int(plain.num_steps)) != (n_reg, int(reg.num_steps)) or not np.allclose(
+        plain.ts[:n_plain], reg.ts[:n_reg])
     _, ys = rk4_reference(f, y0, p, 0.0, 1.0, 2000)
     exact = ys[-1]
     scale = tol * (1 + np.abs(np.asarray(exact)))
     assert np.all(np.abs(np.asarray(plain.y1) - np.asarray(exact)) <= 10 * scale)
     assert np.all(np.abs(np.asarray(reg.y1) - np.asarray(exact)) <= 10 * scale)
+
+
+@pytest.mark.parametrize("part,make_state,take", [
+    (0, lambda z: (z, jnp.zeros(())), lambda y: y[0]),
+    ("z", lambda z: {"z": z, "logp": jnp.zeros(())}, lambda y: y["z"]),
+])
+def test_regulariser_sees_only_its_part(problem, part, make_state, take):
+    """A CNF-like state (z, log p): R_K, kinetic and Frobenius of z alone, against quadrature of z."""
+    f, p, z0 = problem
+
+    def field(t, y, args):  # log p' = −tr(∂f/∂z): depends on z, never feeds back into z
+        z = take(y)
+        div = jnp.trace(jax.jacfwd(lambda zz: f(t, zz, args))(z))
+        return _like(y, f(t, z, args), -div)
+
+    def _like(y, dz, dl):
+        return (dz, dl) if isinstance(y, tuple) else {"z": dz, "logp": dl}
+
+    key = jr.PRNGKey(3)
+    regs = [TaylorRK(2, part=part), Kinetic(part=part), JacobianFrobenius(key, part=part)]
+    sol = solve(field, make_state(z0), p, rtol=1e-11, atol=1e-11, regularizers=regs)
+    eps = JacobianFrobenius(key).epsilon(z0)
+
+    def integrand(t, z):
+        fz = f(t, z, p)
+        _, z2 = jax.jvp(lambda tt, zz: f(tt, zz, p), (t, z), (jnp.ones_like(t), fz))
+        _, jeps = jax.jvp(lambda zz: f(t, zz, p), (z,), (eps,))
+        return jnp.stack([jnp.mean(z2**2), jnp.mean(fz**2), jnp.mean(jeps**2)])
+
+    ref = reference_integral(f, z0, p, integrand)
+    got = jnp.stack([sol.reg["R2"], sol.reg["kinetic"], sol.reg["frobenius"]])
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+
+
+def test_bad_part_is_a_one_line_error(problem):
+    f, p, z0 = problem
+    with pytest.raises(ValueError, match="part=5 does not index the state"):
+        solve(lambda t, y, a: (f(t, y[0], a), jnp.zeros(())), (z0, jnp.zeros(())), p,
+              regularizers=[Kinetic(part=5)])
 
 
 def test_saved_times_match_closed_form():
@@ -199,7 +209,9 @@ def test_evaluation_nfe_joint_and_per_example():
 
 
 def test_bad_inputs():
-    f = lambda t, y, a: -y
+    def f(t, y, a):
+        return -y
+
     y0 = jnp.ones(2)
     with pytest.raises(ValueError, match="rtol must be a positive"):
         solve(f, y0, rtol=-1e-3, atol=1e-3)

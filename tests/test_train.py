@@ -4,10 +4,8 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from taynode.train import LoopConfig, TrainingDiverged, epoch_order, fit, latest_checkpoint, restore_checkpoint
@@ -26,7 +24,7 @@ PROBLEM = textwrap.dedent(
         return {"params": p, "opt_state": opt.init(p)}
 
     @jax.jit
-    def step(state, batch, key):
+    def step(state, batch, key, step_index):
         x, y = batch
         noise = 1e-3 * jax.random.normal(key, (5,))  # uses the per-step key
         loss, g = jax.value_and_grad(lambda p: jnp.mean((x @ p - y) ** 2))(state["params"])
@@ -51,6 +49,7 @@ def test_epoch_order_is_deterministic_permutation():
     assert not np.array_equal(epoch_order(10, 3, 2), epoch_order(10, 3, 3))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     ns = _ns()
     loop = LoopConfig(num_steps=12, steps_per_epoch=4, seed=1, log_every=1, checkpoint_every=3)
@@ -63,11 +62,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
         import os, signal
         from taynode.train import LoopConfig, fit
         calls = [0]
-        def killing_step(state, batch, key):
+        def killing_step(state, batch, key, step_index):
             calls[0] += 1
             if calls[0] == 8:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return step(state, batch, key)
+            return step(state, batch, key, step_index)
         loop = LoopConfig(num_steps=12, steps_per_epoch=4, seed=1, log_every=1, checkpoint_every=3)
         fit(init(), killing_step, get_batch, 64, 16, loop, ckpt_dir={str(tmp_path / "run")!r}, progress=False)
         """
@@ -87,7 +86,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     ns = _ns()
     calls = [0]
 
-    def step(state, batch, key):
+    def step(state, batch, key, step_index):
         calls[0] += 1
         new, m = ns["step"](state, batch, key)
         if calls[0] == 5:

@@ -1,19 +1,57 @@
-"""The `taynode` command line.
+"""The `taynode` command line, built from the experiment registry.
 
-    taynode data fetch            fill data/ (verified download cache)
-    taynode toy --preset cpu ...  the Fig. 1 toy λ sweep (chapter 3)
-    taynode train mnist ...       train an MNIST ODE-Net and write its run record
-    taynode sweep mnist           the cpu-preset runs of chapter 05, resumable
-    taynode eval mnist RECORD     evaluate a saved model on the test split
-    taynode penalties mnist       R_2, R_3, kinetic, Frobenius of every cpu record (chapter 05)
-    taynode info                  machine and library versions
+    taynode data fetch                    fill data/ (verified download cache)
+    taynode train <experiment> [flags]    train one run and write its run record
+    taynode sweep <experiment>            the runs a chapter shows, resumable
+    taynode eval <experiment> RECORD      evaluate a saved model on the test split
+    taynode penalties <experiment>        R_2, R_3, kinetic, Frobenius of saved models, one table
+    taynode info                          machine and library versions
+
+The flags of `train` are generated from the fields of the experiment's config (with their
+help texts); `--preset` picks the starting point and every other flag overrides one field.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+
+from .experiments import REGISTRY
+
+TRAIN_OPTIONS = ("resume", "out", "ckpt_root", "no_progress")
+
+
+def _is_eval_field(name: str) -> bool:
+    return name.startswith("eval_") or name.startswith("nfe_") or name == "reg_examples"
+
+
+def _add_field_flags(parser, config_cls, names=None) -> None:
+    """One flag per config field (`--batch-size` for `batch_size`), typed by the field's default."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == "preset" or (names is not None and f.name not in names):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kw = {"help": f.metadata.get("help", ""), "default": None, "dest": f.name}
+        if isinstance(f.default, tuple):
+            kw.update(nargs="*", type=float)
+        elif isinstance(f.default, bool):
+            kw.update(type=lambda s: s.lower() in ("1", "true", "yes"))
+        else:
+            kw.update(type=type(f.default))
+        parser.add_argument(flag, **kw)
+
+
+def _overrides(a, config_cls, names=None) -> dict:
+    out = {}
+    for f in dataclasses.fields(config_cls):
+        if f.name == "preset" or (names is not None and f.name not in names):
+            continue
+        v = getattr(a, f.name, None)
+        if v is not None:
+            out[f.name] = tuple(v) if isinstance(f.default, tuple) else v
+    return out
 
 
 def _cmd_data(a) -> int:
@@ -26,81 +64,81 @@ def _cmd_data(a) -> int:
 
 
 def _cmd_info(a) -> int:
-    from .machine import git_commit, machine_info, versions
+    from .records import provenance
 
-    print(json.dumps({"machine": machine_info(), "versions": versions(), "git_commit": git_commit()}, indent=2))
-    return 0
-
-
-def _cmd_toy(a) -> int:
-    from .experiments import toy
-
-    toy.main(a.rest)
+    print(json.dumps(provenance(), indent=2))
     return 0
 
 
 def _cmd_train(a) -> int:
-    if a.experiment == "mnist":
-        from .experiments import mnist
+    from .runner import summary_line, train
 
-        cfg = mnist.config_from_args(a)
-        record = mnist.train(cfg, out_dir=a.out, ckpt_root=a.ckpt_root, resume=a.resume, progress=not a.no_progress)
-        print(mnist.summary_line(record))
-        print(f"record: {a.out}/{record['run']}.json")
-        return 0
-    raise ValueError(f"unknown experiment {a.experiment!r}")
+    exp = REGISTRY[a.experiment]
+    cfg = exp.config(a.preset, **_overrides(a, exp.Config))
+    record = train(exp, cfg, out_dir=a.out, ckpt_root=a.ckpt_root, resume=a.resume, progress=not a.no_progress)
+    print(summary_line(exp, record["run"], record["metrics"]))
+    print(f"record: {a.out or 'results/' + exp.name}/{record['run']}.json")
+    return 0
 
 
 def _cmd_sweep(a) -> int:
-    from .experiments import mnist
+    from .runner import sweep
 
-    mnist.sweep(a.preset, runs=mnist.SWEEPS[a.runs], seed=a.seed, out_dir=a.out, ckpt_root=a.ckpt_root,
-                progress=not a.no_progress)
+    exp = REGISTRY[a.experiment]
+    sweep(exp, a.preset, runs=a.runs, seeds=a.seeds, out_dir=a.out, ckpt_root=a.ckpt_root,
+          progress=not a.no_progress)
     return 0
 
 
 def _cmd_eval(a) -> int:
-    import dataclasses
+    from .evaluation import evaluate
+    from .runner import load_run, summary_line
 
-    import jax
-
-    from .data import load_mnist
-    from .experiments import mnist
-
-    jax.config.update("jax_enable_x64", True)
-    cfg, params, record = mnist.load_run(a.path)
-    overrides = {k: v for k, v in (("eval_test_size", a.eval_test_size), ("eval_train_size", a.eval_train_size),
-                                   ("eval_rtol", a.eval_rtol), ("eval_atol", a.eval_atol)) if v is not None}
-    cfg = dataclasses.replace(cfg, **overrides)
-    metrics = mnist.evaluate(cfg, params, load_mnist(progress=False))
-    print(mnist.summary_line({"run": record["run"] if record else str(a.path), "metrics": metrics}))
+    exp = REGISTRY[a.experiment]
+    cfg, params, record = load_run(exp, a.path)
+    names = [f.name for f in dataclasses.fields(exp.Config) if _is_eval_field(f.name)]
+    cfg = dataclasses.replace(cfg, **_overrides(a, exp.Config, names))
+    metrics = evaluate(exp, cfg, params, exp.load_data(cfg, progress=False))
+    print(summary_line(exp, record["run"] if record else str(a.path), metrics))
+    same = None
+    if record is not None and not a.no_compare:
+        same = json.loads(json.dumps(metrics)) == record["metrics"]
+        print("matches the record" if same else "differs from the record (other evaluation settings or code)")
     if a.json:
         print(json.dumps(metrics, indent=2))
+    if a.check and not same:
+        raise ValueError(f"--check: the metrics of {a.path} were not reproduced exactly")
     return 0
 
 
 def _cmd_penalties(a) -> int:
     import glob
 
-    import jax
+    from .records import save_record
+    from .runner import penalty_table
 
-    from .experiments import mnist
-    from .paths import write_json
-
-    jax.config.update("jax_enable_x64", True)
-    paths = sorted(a.records) if a.records else sorted(glob.glob("results/mnist/mnist_cpu_*.json"))
-    table = mnist.penalty_table(paths, orders=a.orders, n=a.n, progress=not a.no_progress)
-    out = write_json(a.out, table)
+    exp = REGISTRY[a.experiment]
+    paths = sorted(a.records) if a.records else sorted(glob.glob(f"results/{exp.name}/{exp.name}_cpu_*.json"))
+    table = penalty_table(exp, paths, orders=a.orders, n=a.n, progress=not a.no_progress)
+    out = save_record(a.out or f"results/{exp.name}/penalties_cpu.json", table)
     keys = [f"R{k}" for k in table["orders"]] + ["kinetic", "frobenius"]
     print(f"{'run':<42} {'test NFE':>8} " + " ".join(f"{k:>10}" for k in keys))
     for r in table["rows"]:
-        print(f"{r['run']:<42} {r['test_nfe']:8.1f} " + " ".join(f"{r[k]:10.4g}" for k in keys))
+        nfe = f"{r['test_nfe']:8.1f}" if r["test_nfe"] is not None else f"{'-':>8}"
+        print(f"{r['run']:<42} {nfe} " + " ".join(f"{r[k]:10.4g}" for k in keys))
     print(f"written: {out}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taynode", description="Taylor-mode regularised neural ODEs: data, training, evaluation.")
+    width = max(map(len, REGISTRY))
+    listing = "\n".join(f"  {name:<{width}}  {exp.description}" for name, exp in REGISTRY.items())
+    p = argparse.ArgumentParser(
+        prog="taynode",
+        description="Taylor-mode regularised neural ODEs: data, training, evaluation.",
+        epilog=f"experiments (taynode <verb> <experiment> --help for their flags):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="manage the data cache")
@@ -110,53 +148,53 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--mirror", default=None, help="mirror directory (default $TAYNODE_MIRROR)")
     fetch.set_defaults(func=_cmd_data)
 
-    tr = sub.add_parser("train", help="train a model and write its run record")
-    tsub = tr.add_subparsers(dest="experiment", required=True)
-    from .experiments.mnist import add_train_arguments
+    verbs = {
+        "train": "train a model and write its run record",
+        "sweep": "train the runs a chapter shows, one after another (skips finished runs, resumes the rest)",
+        "eval": "evaluate a saved model (run record or checkpoint directory) on the test split",
+        "penalties": "R_K at several K, kinetic and Frobenius of saved models, one table",
+    }
+    subs = {verb: sub.add_parser(verb, help=text).add_subparsers(dest="experiment", required=True)
+            for verb, text in verbs.items()}
+    for name, exp in REGISTRY.items():
+        presets = tuple(exp.presets)
+        tr = subs["train"].add_parser(name, help=exp.description)
+        tr.add_argument("--preset", default=None, help=f"one of {presets} (default {exp.Config().preset})")
+        _add_field_flags(tr, exp.Config)
+        tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this run")
+        tr.add_argument("--out", default=None, help=f"directory of the run record (default results/{name})")
+        tr.add_argument("--ckpt-root", default="checkpoints", help="root directory of checkpoints")
+        tr.add_argument("--no-progress", action="store_true")
+        tr.set_defaults(func=_cmd_train)
 
-    tm = tsub.add_parser("mnist", help="MNIST ODE-Net (none | taylor | rnode)")
-    add_train_arguments(tm)
-    tm.set_defaults(func=_cmd_train)
+        sw = subs["sweep"].add_parser(name, help=f"{exp.description}; sweeps: {', '.join(exp.sweeps)}")
+        sw.add_argument("--preset", default="cpu", help=f"one of {presets}")
+        sw.add_argument("--runs", default="full", help=f"one of {sorted(exp.sweeps)}")
+        sw.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the sweep's own seeds")
+        sw.add_argument("--out", default=None, help=f"directory of the run records (default results/{name})")
+        sw.add_argument("--ckpt-root", default="checkpoints")
+        sw.add_argument("--no-progress", action="store_true")
+        sw.set_defaults(func=_cmd_sweep)
 
-    sw = sub.add_parser("sweep", help="train the runs a chapter shows, one after another (resumable)")
-    swsub = sw.add_subparsers(dest="experiment", required=True)
-    sm = swsub.add_parser("mnist", help="unregularised, R_2, R_3 and RNODE runs (taynode.experiments.mnist.CPU_SWEEP)")
-    sm.add_argument("--preset", default="cpu")
-    sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--runs", choices=["full", "repeat"], default="full",
-                    help="full: every run of CPU_SWEEP; repeat: the headline runs of CPU_REPEAT (other seeds)")
-    sm.add_argument("--out", default="results/mnist")
-    sm.add_argument("--ckpt-root", default="checkpoints")
-    sm.add_argument("--no-progress", action="store_true")
-    sm.set_defaults(func=_cmd_sweep)
+        ev = subs["eval"].add_parser(name, help=f"evaluate a {name} run record (.json) or checkpoint directory")
+        ev.add_argument("path")
+        _add_field_flags(ev, exp.Config, [f.name for f in dataclasses.fields(exp.Config) if _is_eval_field(f.name)])
+        ev.add_argument("--json", action="store_true", help="also print every metric as JSON")
+        ev.add_argument("--no-compare", action="store_true", help="do not compare with the record's metrics")
+        ev.add_argument("--check", action="store_true", help="exit with an error unless the record is reproduced")
+        ev.set_defaults(func=_cmd_eval)
 
-    ev = sub.add_parser("eval", help="evaluate a saved model on the test split")
-    esub = ev.add_subparsers(dest="experiment", required=True)
-    em = esub.add_parser("mnist", help="evaluate an MNIST run record (.json) or checkpoint directory")
-    em.add_argument("path")
-    em.add_argument("--eval-test-size", type=int)
-    em.add_argument("--eval-train-size", type=int)
-    em.add_argument("--eval-rtol", type=float)
-    em.add_argument("--eval-atol", type=float)
-    em.add_argument("--json", action="store_true", help="also print every metric as JSON")
-    em.set_defaults(func=_cmd_eval)
-
-    pe = sub.add_parser("penalties", help="R_K at several K, kinetic and Frobenius of saved models, one table")
-    pesub = pe.add_subparsers(dest="experiment", required=True)
-    pm = pesub.add_parser("mnist", help="every MNIST run record given (default results/mnist/mnist_cpu_*.json)")
-    pm.add_argument("records", nargs="*")
-    pm.add_argument("--orders", type=int, nargs="+", default=[2, 3], help="the K of each R_K reported")
-    pm.add_argument("--n", type=int, default=None, help="test images (default: each record's reg_examples)")
-    pm.add_argument("--out", default="results/mnist/penalties_cpu.json")
-    pm.add_argument("--no-progress", action="store_true")
-    pm.set_defaults(func=_cmd_penalties)
+        pe = subs["penalties"].add_parser(name, help=f"every {name} run record given "
+                                                     f"(default results/{name}/{name}_cpu_*.json)")
+        pe.add_argument("records", nargs="*")
+        pe.add_argument("--orders", type=int, nargs="+", default=[2, 3], help="the K of each R_K reported")
+        pe.add_argument("--n", type=int, default=None, help="test examples (default: each record's reg_examples)")
+        pe.add_argument("--out", default=None, help=f"default results/{name}/penalties_cpu.json")
+        pe.add_argument("--no-progress", action="store_true")
+        pe.set_defaults(func=_cmd_penalties)
 
     info = sub.add_parser("info", help="print machine facts and library versions")
     info.set_defaults(func=_cmd_info)
-
-    t = sub.add_parser("toy", help="the Fig. 1 toy sweep (see python -m taynode.experiments.toy --help)", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=_cmd_toy)
     return p
 
 

@@ -7,14 +7,15 @@ Activations come from `taynode.activations` (jet-safe).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+import equinox as eqx
 import flax.linen as nn
 import jax.numpy as jnp
 
 from .activations import get_activation, sigmoid
 
-__all__ = ["ConcatDense", "MLPField", "MNISTDynamics", "MNISTHead", "as_field"]
+__all__ = ["ConcatDense", "MLPField", "MNISTDynamics", "MNISTHead", "FlaxField", "as_field"]
 
 
 def _concat_t(t, h):
@@ -59,13 +60,22 @@ class MLPField(nn.Module):
         return ConcatDense(self.out_dim, kernel_init=init)(t, h)
 
 
-def as_field(module: nn.Module):
-    """The pure function f(t, y, params) = module.apply(params, t, y)."""
+class FlaxField(eqx.Module):
+    """The pure function f(t, y, params) = module.apply(params, t, y).
 
-    def f(t, y, params):
-        return module.apply(params, t, y)
+    A module, not a closure: two fields of equal flax modules compare equal, so solves of
+    them share one compilation.
+    """
 
-    return f
+    module: nn.Module = eqx.field(static=True)
+
+    def __call__(self, t, y, params):
+        return self.module.apply(params, t, y)
+
+
+def as_field(module: nn.Module) -> FlaxField:
+    """The pure function f(t, y, params) = module.apply(params, t, y) (a hashable `FlaxField`)."""
+    return FlaxField(module)
 
 
 class MNISTDynamics(nn.Module):

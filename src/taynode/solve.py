@@ -23,7 +23,8 @@ This is checked against a counting vector field in the tests.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -93,8 +94,8 @@ def get_solver(solver) -> diffrax.AbstractSolver:
 
 def _evals_per_step(solver) -> tuple[int, bool]:
     """(vector-field evaluations per attempted step after the first, is FSAL)."""
-    tableau = getattr(solver, "tableau", None)
-    if isinstance(tableau, diffrax.ButcherTableau):
+    if isinstance(solver, diffrax.AbstractRungeKutta) and isinstance(solver.tableau, diffrax.ButcherTableau):
+        tableau = solver.tableau
         if tableau.fsal:
             return tableau.num_stages - 1, True
         return tableau.num_stages, False
@@ -157,6 +158,192 @@ def _check_regularizers(regularizers) -> tuple:
     return regularizers
 
 
+class AugmentedField(eqx.Module):
+    """The vector field of the augmented state (y, r): (f(t, y, args), {name: integrand(t, y)}).
+
+    A module rather than a closure, so that two solves of the same field with the same
+    regularisers compare equal and share one compilation.
+    """
+
+    vector_field: Callable = eqx.field(static=True)
+    regularizers: tuple
+    batched: bool = eqx.field(static=True)
+
+    def __call__(self, t, state, args):
+        y, _ = state
+        dy = self.vector_field(t, y, args)
+        dr = {r.name: r(t, y, args, self.vector_field, dy, self.batched) for r in self.regularizers}
+        return dy, dr
+
+
+def _check_arguments(vector_field, y0, args, *, t0, t1, solver, rtol, atol, dt0, regularizers, batched, ts,
+                     save_steps, adjoint, max_steps):
+    """Every argument check of `solve`, with one-line errors; returns the normalised arguments."""
+    solver = get_solver(solver)
+    _evals_per_step(solver)  # raises for solvers whose NFE cannot be counted exactly
+    rtol = _check_tol("rtol", rtol)
+    atol = _check_tol("atol", atol)
+    regularizers = _check_regularizers(regularizers)
+    if (rtol is None) != (atol is None):
+        raise ValueError("rtol and atol must both be given (adaptive) or both be None (fixed step with dt0)")
+    adaptive = rtol is not None
+    if not adaptive and dt0 is None:
+        raise ValueError("dt0 must be given for a fixed-step solve (rtol=atol=None)")
+    if dt0 is not None:
+        _check_tol("dt0", dt0)
+    if adaptive and (isinstance(solver, diffrax.Euler) or solver.error_order(diffrax.ODETerm(vector_field)) is None):
+        raise ValueError(
+            f"solver {type(solver).__name__} has no error estimate: pass rtol=None, atol=None and dt0 "
+            "for fixed steps, or choose an adaptive solver such as 'dopri5'"
+        )
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and not t1 > t0:
+        raise ValueError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
+    if isinstance(adjoint, str):
+        if adjoint not in ADJOINTS:
+            raise ValueError(f"adjoint must be one of {sorted(ADJOINTS)} or a diffrax adjoint, got {adjoint!r}")
+        adjoint = ADJOINTS[adjoint]()
+    if ts is not None and save_steps:
+        raise ValueError("pass at most one of ts and save_steps")
+
+    y0 = jtu.tree_map(jnp.asarray, y0)
+    leaves = jtu.tree_leaves(y0)
+    if not leaves:
+        raise ValueError("y0 must hold at least one array")
+    if batched:
+        sizes = {x.shape[0] if x.ndim else None for x in leaves}
+        if None in sizes or len(sizes) != 1:
+            raise ValueError(
+                "batched=True needs every leaf of y0 to share a leading batch axis, got shapes "
+                f"{[x.shape for x in leaves]}"
+            )
+    f0 = eqx.filter_eval_shape(vector_field, jnp.asarray(t0, leaves[0].dtype), y0, args)
+    if jtu.tree_structure(f0) != jtu.tree_structure(y0) or any(
+        a.shape != b.shape for a, b in zip(leaves, jtu.tree_leaves(f0))
+    ):
+        raise ValueError(
+            "vector_field(t, y, args) must return a pytree shaped like y0; got "
+            f"{jtu.tree_map(jnp.shape, f0)} for y0 of {jtu.tree_map(jnp.shape, y0)}"
+        )
+    return solver, rtol, atol, regularizers, adjoint, y0
+
+
+def _initial_state(y0, regularizers, batched):
+    """(y0, r0): the regulariser states start at zero, one per example when batched."""
+    leaves = jtu.tree_leaves(y0)
+    reg_shape = (leaves[0].shape[0],) if batched else ()
+    dtype = jnp.result_type(*leaves)
+    return y0, {r.name: jnp.zeros(reg_shape, dtype) for r in regularizers}
+
+
+def _fsal_start(term, solver, t0, t1, x0, args, *, adaptive, dt0, rtol, atol, adjoint):
+    """Evaluate f(t0, x0) once, for the FSAL state and for the initial-step rule.
+
+    Handing f(t0, x0) to a first-same-as-last solver stops diffrax from evaluating it again on
+    every rejected attempt of the first step, which is what makes `nfe` exact.
+
+    **Returns** `(solver_state, dt0, init_evals)`: the solver state to start from (None for
+    solvers without FSAL), the initial step, and the number of evaluations made here.
+    """
+    _, fsal = _evals_per_step(solver)
+    need_rule = adaptive and dt0 is None
+    init_evals = 0
+    solver_state = None
+    if fsal or need_rule:
+        fx0 = term.vector_field(t0, x0, args)  # shared by the FSAL state and the initial-step rule
+        init_evals += 1
+    if fsal:
+        first_step, _ = solver.init(term, t0, t1, x0, args)
+        solver_state = (jnp.zeros_like(first_step), fx0)  # first_step=False, f(t0, y0) supplied
+    if need_rule:
+        dt0 = _initial_step(term.vector_field, t0, x0, fx0, args, solver.error_order(term), rtol, atol)
+        dt0 = jax.lax.stop_gradient(dt0)  # step sizes are not differentiated
+        init_evals += 1
+    if solver_state is not None and isinstance(adjoint, diffrax.BacksolveAdjoint):
+        # the continuous adjoint never differentiates the forward pass
+        solver_state = jax.lax.stop_gradient(solver_state)
+    return solver_state, dt0, init_evals
+
+
+def _saveat(ts, save_steps, dense):
+    if ts is not None:
+        return diffrax.SaveAt(ts=jnp.asarray(ts), t1=True, dense=dense)
+    if save_steps:
+        return diffrax.SaveAt(steps=True, dense=dense)
+    return diffrax.SaveAt(t1=True, dense=dense)
+
+
+def _raise_on_failure(sol, rtol, atol, max_steps):
+    """The saved states, with a run-time error if the solve did not reach t1."""
+    ys = eqx.error_if(
+        sol.ys,
+        sol.result == diffrax.RESULTS.max_steps_reached,
+        f"the solver reached max_steps={max_steps} before t1 at rtol={rtol}, atol={atol}: "
+        "raise max_steps, loosen rtol/atol, or regularise the dynamics",
+    )
+    return eqx.error_if(
+        ys,
+        sol.result != diffrax.RESULTS.successful,
+        f"the ODE solve failed (rtol={rtol}, atol={atol}, max_steps={max_steps}): "
+        "the state or step size became non-finite",
+    )
+
+
+def _unpack(sol, ys, init_evals, per_step, *, ts, save_steps) -> Solution:
+    """Split the augmented states into the solution and the regulariser values; count NFE."""
+    y_saved, r_saved = ys
+    num_steps = sol.stats["num_steps"]
+    # rows past the last accepted step are padding (inf) when every step is saved
+    last = sol.stats["num_accepted_steps"] - 1 if save_steps else -1
+    out_ys = out_ts = None
+    if ts is not None:  # t1 was appended after the requested times
+        out_ys = jtu.tree_map(lambda x: x[:-1], y_saved)
+        out_ts = sol.ts[:-1]
+    elif save_steps:
+        out_ys, out_ts = y_saved, sol.ts
+    return Solution(
+        y1=jtu.tree_map(lambda x: x[last], y_saved),
+        ys=out_ys,
+        ts=out_ts,
+        reg=jtu.tree_map(lambda x: x[last], r_saved),
+        nfe=init_evals + per_step * num_steps,
+        num_steps=num_steps,
+        num_accepted_steps=sol.stats["num_accepted_steps"],
+        num_rejected_steps=sol.stats["num_rejected_steps"],
+        raw=sol,
+    )
+
+
+@eqx.filter_jit
+def _solve(field: AugmentedField, x0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint,
+           max_steps) -> Solution:
+    """The checked solve, compiled once per field, shapes and options."""
+    term = diffrax.ODETerm(field)
+    adaptive = rtol is not None
+    solver_state, dt0, init_evals = _fsal_start(term, solver, t0, t1, x0, args, adaptive=adaptive, dt0=dt0,
+                                                rtol=rtol, atol=atol, adjoint=adjoint)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol) if adaptive else diffrax.ConstantStepSize()
+    sol = diffrax.diffeqsolve(
+        term,
+        solver,
+        t0=t0,
+        t1=t1,
+        dt0=dt0,
+        y0=x0,
+        args=args,
+        saveat=_saveat(ts, save_steps, dense),
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        solver_state=solver_state,
+        throw=False,
+    )
+    ys = _raise_on_failure(sol, rtol, atol, max_steps)
+    per_step, _ = _evals_per_step(solver)
+    return _unpack(sol, ys, init_evals, per_step, ts=ts, save_steps=save_steps)
+
+
 def solve(
     vector_field: Callable,
     y0,
@@ -179,7 +366,8 @@ def solve(
     """Solve y' = f(t, y, args) from t0 to t1, integrating regularisers, counting evaluations.
 
     **Arguments**
-    - `vector_field`: `f(t, y, args)` returning a pytree shaped like `y`.
+    - `vector_field`: `f(t, y, args)` returning a pytree shaped like `y`. Pass the same
+      function (or an equal module) on every call to reuse the compilation.
     - `y0`: initial state (array or pytree). `args`: passed to the field.
     - `t0`, `t1`: integration interval, `t1 > t0`.
     - `solver`: a name in `SOLVERS` (`"dopri5"`, `"tsit5"`, …) or a diffrax solver.
@@ -187,7 +375,8 @@ def solve(
       float64). Pass `rtol=None, atol=None` and a `dt0` for fixed steps.
     - `dt0`: initial step (adaptive, optional: chosen by Hairer's rule if None) or the
       fixed step.
-    - `regularizers`: `TaylorRK(order)`, `Kinetic()`, `JacobianFrobenius(key)`, ….
+    - `regularizers`: `TaylorRK(order)`, `Kinetic()`, `JacobianFrobenius(key)`, … (each may
+      be told which part of a pytree state it sees, e.g. `TaylorRK(2, part=0)`).
     - `batched`: the leading axis of `y0` is a batch axis; regularisers return one value
       per example. The batch is still solved jointly (one step size for all).
     - `ts`: times at which to save the state (`Solution.ys`). `save_steps`: save at
@@ -201,150 +390,23 @@ def solve(
     **Raises** `ValueError` on bad arguments; at run time an error naming rtol, atol and
     max_steps when the solver runs out of steps.
     """
-    solver = get_solver(solver)
-    per_step, fsal = _evals_per_step(solver)
-    rtol = _check_tol("rtol", rtol)
-    atol = _check_tol("atol", atol)
-    regularizers = _check_regularizers(regularizers)
-    if (rtol is None) != (atol is None):
-        raise ValueError("rtol and atol must both be given (adaptive) or both be None (fixed step with dt0)")
-    adaptive = rtol is not None
-    if not adaptive and dt0 is None:
-        raise ValueError("dt0 must be given for a fixed-step solve (rtol=atol=None)")
-    if dt0 is not None:
-        _check_tol("dt0", dt0)
-    if adaptive and solver.error_order(diffrax.ODETerm(vector_field)) is None or (
-        adaptive and isinstance(solver, diffrax.Euler)
-    ):
-        raise ValueError(
-            f"solver {type(solver).__name__} has no error estimate: pass rtol=None, atol=None and dt0 "
-            "for fixed steps, or choose an adaptive solver such as 'dopri5'"
-        )
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and not t1 > t0:
-        raise ValueError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
-    if isinstance(adjoint, str):
-        if adjoint not in ADJOINTS:
-            raise ValueError(f"adjoint must be one of {sorted(ADJOINTS)} or a diffrax adjoint, got {adjoint!r}")
-        adjoint = ADJOINTS[adjoint]()
-    if sum([ts is not None, save_steps]) > 1:
-        raise ValueError("pass at most one of ts and save_steps")
-
-    y0 = jtu.tree_map(jnp.asarray, y0)
-    leaves = jtu.tree_leaves(y0)
-    if not leaves:
-        raise ValueError("y0 must hold at least one array")
-    if batched:
-        sizes = {x.shape[0] if x.ndim else None for x in leaves}
-        if None in sizes or len(sizes) != 1:
-            raise ValueError(
-                "batched=True needs every leaf of y0 to share a leading batch axis, got shapes "
-                f"{[x.shape for x in leaves]}"
-            )
-    f0 = eqx.filter_eval_shape(vector_field, jnp.asarray(t0, leaves[0].dtype), y0, args)
-    if jtu.tree_structure(f0) != jtu.tree_structure(y0) or any(
-        a.shape != b.shape for a, b in zip(leaves, jtu.tree_leaves(f0))
-    ):
-        raise ValueError(
-            "vector_field(t, y, args) must return a pytree shaped like y0; got "
-            f"{jtu.tree_map(jnp.shape, f0)} for y0 of {jtu.tree_map(jnp.shape, y0)}"
-        )
-
-    reg_shape = (leaves[0].shape[0],) if batched else ()
-    dtype = jnp.result_type(*leaves)
-    r0 = {r.name: jnp.zeros(reg_shape, dtype) for r in regularizers}
-
-    def aug_field(t, state, args):
-        y, _ = state
-        dy = vector_field(t, y, args)
-        dr = {r.name: r(t, y, args, vector_field, dy, batched) for r in regularizers}
-        return dy, dr
-
-    x0 = (y0, r0)
-    term = diffrax.ODETerm(aug_field)
-    need_rule = adaptive and dt0 is None
-    init_evals = 0
-    solver_state = None
-    if fsal or need_rule:
-        fx0 = aug_field(t0, x0, args)  # shared by the FSAL state and the initial-step rule
-        init_evals += 1
-    if fsal:
-        first_step, _ = solver.init(term, t0, t1, x0, args)
-        solver_state = (jnp.zeros_like(first_step), fx0)  # first_step=False, f(t0, y0) supplied
-    if need_rule:
-        dt0 = _initial_step(aug_field, t0, x0, fx0, args, solver.error_order(term), rtol, atol)
-        dt0 = jax.lax.stop_gradient(dt0)  # step sizes are not differentiated
-        init_evals += 1
-    if solver_state is not None and isinstance(adjoint, diffrax.BacksolveAdjoint):
-        # the continuous adjoint never differentiates the forward pass
-        solver_state = jax.lax.stop_gradient(solver_state)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol) if adaptive else diffrax.ConstantStepSize()
-
-    if ts is not None:
-        saveat = diffrax.SaveAt(ts=jnp.asarray(ts), t1=True, dense=dense)
-    elif save_steps:
-        saveat = diffrax.SaveAt(steps=True, dense=dense)
-    else:
-        saveat = diffrax.SaveAt(t1=True, dense=dense)
-
-    sol = diffrax.diffeqsolve(
-        term,
-        solver,
-        t0=t0,
-        t1=t1,
-        dt0=dt0,
-        y0=x0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
+    solver, rtol, atol, regularizers, adjoint, y0 = _check_arguments(
+        vector_field, y0, args, t0=t0, t1=t1, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
+        regularizers=regularizers, batched=batched, ts=ts, save_steps=save_steps, adjoint=adjoint,
         max_steps=max_steps,
-        solver_state=solver_state,
-        throw=False,
     )
-    result = sol.result
-    if isinstance(result, diffrax.RESULTS):
-        ys = eqx.error_if(
-            sol.ys,
-            result == diffrax.RESULTS.max_steps_reached,
-            f"the solver reached max_steps={max_steps} before t1 at rtol={rtol}, atol={atol}: "
-            "raise max_steps, loosen rtol/atol, or regularise the dynamics",
-        )
-        ys = eqx.error_if(
-            ys,
-            result != diffrax.RESULTS.successful,
-            f"the ODE solve failed (rtol={rtol}, atol={atol}, max_steps={max_steps}): "
-            "the state or step size became non-finite",
-        )
-    else:  # pragma: no cover
-        ys = sol.ys
-    y_saved, r_saved = ys
-    num_steps = sol.stats["num_steps"]
-    nfe = init_evals + per_step * num_steps
-    if save_steps:  # rows past the last accepted step are padding (inf)
-        last = sol.stats["num_accepted_steps"] - 1
-    else:
-        last = -1
-    y1 = jtu.tree_map(lambda x: x[last], y_saved)
-    reg = jtu.tree_map(lambda x: x[last], r_saved)
-    out_ys = out_ts = None
-    if ts is not None:  # t1 was appended after the requested times
-        out_ys = jtu.tree_map(lambda x: x[:-1], y_saved)
-        out_ts = sol.ts[:-1]
-    elif save_steps:
-        out_ys, out_ts = y_saved, sol.ts
-    return Solution(
-        y1=y1,
-        ys=out_ys,
-        ts=out_ts,
-        reg=reg,
-        nfe=nfe,
-        num_steps=num_steps,
-        num_accepted_steps=sol.stats["num_accepted_steps"],
-        num_rejected_steps=sol.stats["num_rejected_steps"],
-        raw=sol,
-    )
+    field = AugmentedField(vector_field, regularizers, batched)
+    x0 = _initial_state(y0, regularizers, batched)
+    return _solve(field, x0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint, max_steps)
+
+
+class _OneExample(eqx.Module):
+    """A batched field applied to one example (as a batch of one)."""
+
+    vector_field: Callable = eqx.field(static=True)
+
+    def __call__(self, t, z, args):
+        return jtu.tree_map(lambda v: v[0], self.vector_field(t, jtu.tree_map(lambda v: v[None], z), args))
 
 
 def evaluation_nfe(
@@ -375,8 +437,9 @@ def evaluation_nfe(
     kw = dict(t0=t0, t1=t1, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
     if not per_example:
         return solve(vector_field, y0, args, **kw).nfe
+    return _per_example_nfe(_OneExample(vector_field), y0, args, kw)
 
-    def single_field(t, z, a):  # one example, as a batch of one
-        return jtu.tree_map(lambda v: v[0], vector_field(t, jtu.tree_map(lambda v: v[None], z), a))
 
-    return jax.vmap(lambda y: solve(single_field, y, args, **kw).nfe)(y0)
+@eqx.filter_jit
+def _per_example_nfe(field, y0, args, kw):
+    return jax.vmap(lambda y: solve(field, y, args, **kw).nfe)(y0)

@@ -10,7 +10,8 @@ so for y' = y², `solution_derivatives(...)[k-1] == k! · y^(k+1)`.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp

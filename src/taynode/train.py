@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -98,12 +98,12 @@ def fit(
     progress: bool = True,
     desc: str = "train",
 ):
-    """Run `loop.num_steps` steps of `state, metrics = train_step(state, batch, key)`.
+    """Run `loop.num_steps` steps of `state, metrics = train_step(state, batch, key, step)`.
 
     **Arguments**
     - `state`: pytree of arrays (parameters, optimiser state, …).
-    - `train_step`: jitted step; `metrics` must contain `"loss"` and may contain `"nfe"` and
-      other scalars (all logged).
+    - `train_step`: jitted step; `step` is the global step index (an int32 array);
+      `metrics` must contain `"loss"` and may contain `"nfe"` and other scalars (all logged).
     - `get_batch(indices)`: the batch for these training-set indices.
     - `n_train`, `batch_size`: the training-set size and batch size (drop-last batching).
     - `loop`: a `LoopConfig`.
@@ -174,7 +174,7 @@ def fit(
             batch = get_batch(idx)
             key = jax.random.fold_in(base_key, step)
             t0 = time.perf_counter()
-            state_new, metrics = train_step(state, batch, key)
+            state_new, metrics = train_step(state, batch, key, jnp.asarray(step, jnp.int32))
             loss = float(metrics["loss"])  # blocks until the step is done
             dt = time.perf_counter() - t0
             if not math.isfinite(loss):
@@ -192,7 +192,8 @@ def fit(
             if step % loop.log_every == 0 or step == loop.num_steps:
                 entry = {"step": step, "epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
                 history.append(entry)
-                bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in entry.items() if k in ("loss", "nfe", "reg")})
+                bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in entry.items()
+                                 if k in ("loss", "nfe", "reg")})
             if loop.eval_every and step % loop.eval_every == 0 and step != loop.num_steps:
                 evaluate(step)
             if step % loop.checkpoint_every == 0 and step != loop.num_steps:

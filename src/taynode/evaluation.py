@@ -1,0 +1,107 @@
+"""Evaluation every experiment shares: NFE by the book's convention and the penalties of a model.
+
+- **NFE**: forward solves of the *unregularised* dynamics at the evaluation tolerance
+  (`cfg.eval_rtol`, `cfg.eval_atol`, `cfg.solver`) on the first test examples: `test_nfe` is
+  the mean over joint batches of `cfg.batch_size` (the paper's convention), and
+  `test_nfe_per_example` the mean over examples solved one at a time.
+- **Penalties**: R_K for K in {2, 3} and the run's own K, RNODE's kinetic energy and its
+  Frobenius estimate (probe drawn from `PRNGKey(0)`), integrated in one solve per chunk of
+  `cfg.eval_chunk` test examples and averaged over the first `cfg.reg_examples`.
+
+The compiled functions take the experiment and the config as static arguments, so repeated
+evaluations of a model compile once.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .experiment import Experiment, batch_size_of, batch_slice, solve_problem
+from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
+
+__all__ = ["evaluate", "final_state", "nfe_values", "penalty_values", "PENALTY_ORDERS"]
+
+PENALTY_ORDERS = (2, 3)
+
+
+def _eval_solve(exp, cfg, params, batch, regularizers=()):
+    problem = exp.problem(cfg, params, batch)
+    regs = tuple(r(problem.part) for r in regularizers)
+    return solve_problem(problem, solver=cfg.solver, rtol=cfg.eval_rtol, atol=cfg.eval_atol,
+                         max_steps=cfg.max_steps, regularizers=regs)
+
+
+@eqx.filter_jit
+def final_state(exp: Experiment, cfg, params, batch):
+    """The state at t1 of the unregularised dynamics, at the evaluation tolerance."""
+    return _eval_solve(exp, cfg, params, batch).y1
+
+
+@eqx.filter_jit
+def _nfe(exp, cfg, params, batch, per_example):
+    import dataclasses
+
+    problem = exp.problem(cfg, params, batch)
+    problem = dataclasses.replace(problem, per_example=per_example, ts=None)
+    return solve_problem(problem, solver=cfg.solver, rtol=cfg.eval_rtol, atol=cfg.eval_atol,
+                         max_steps=cfg.max_steps).nfe
+
+
+def _penalty_makers(orders):
+    makers = [lambda part, k=k: TaylorRK(k, part=part) for k in orders]
+    return tuple(makers) + (lambda part: Kinetic(part=part), lambda part: JacobianFrobenius(jr.PRNGKey(0), part=part))
+
+
+@eqx.filter_jit
+def _penalty_sums(exp, cfg, params, batch, orders):
+    sol = _eval_solve(exp, cfg, params, batch, _penalty_makers(orders))
+    return {k: jnp.sum(v) for k, v in sol.reg.items()}
+
+
+def nfe_values(exp: Experiment, cfg, params, data) -> dict:
+    """Joint-batch and per-example NFE of the unregularised dynamics on the first test examples."""
+    x = exp.eval_arrays(cfg, data)
+    n = min(cfg.nfe_examples, batch_size_of(x))
+    bs = cfg.batch_size
+    joint = [int(_nfe(exp, cfg, params, batch_slice(x, i, i + bs), False)) for i in range(0, n - bs + 1, bs)]
+    m = min(cfg.nfe_per_example, batch_size_of(x))
+    per_ex = [int(v) for v in np.asarray(_nfe(exp, cfg, params, batch_slice(x, 0, m), True))]
+    return {"test_nfe": float(np.mean(joint)) if joint else None, "test_nfe_batches": joint,
+            "test_nfe_per_example": float(np.mean(per_ex)), "sizes": {"nfe_joint": len(joint) * bs,
+                                                                      "nfe_batch": bs, "nfe_per_example": m}}
+
+
+def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | None = None) -> dict:
+    """R_K for each K in `orders` (default {2, 3} and the run's K), kinetic and Frobenius.
+
+    Means over the first `n` test examples (default `cfg.reg_examples`), solved in joint
+    chunks of `cfg.eval_chunk` at the evaluation tolerance. Returns
+    `{"R2": ..., "R3": ..., "kinetic": ..., "frobenius": ..., "n": n}`.
+    """
+    orders = tuple(sorted(set(PENALTY_ORDERS) | {cfg.order})) if orders is None else tuple(orders)
+    if not orders or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in orders):
+        raise ValueError(f"orders must be integers >= 1, got {orders}")
+    orders = tuple(sorted({int(k) for k in orders}))
+    x = exp.eval_arrays(cfg, data)
+    n = cfg.reg_examples if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = min(n, batch_size_of(x))
+    sums: dict[str, float] = {}
+    for i in range(0, n, cfg.eval_chunk):
+        for k, v in _penalty_sums(exp, cfg, params, batch_slice(x, i, min(i + cfg.eval_chunk, n)), orders).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    return {**{k: v / n for k, v in sums.items()}, "n": n}
+
+
+def evaluate(exp: Experiment, cfg, params, data) -> dict:
+    """Every reported metric of a model: the experiment's task metrics, NFE and penalties."""
+    metrics = dict(exp.metrics(cfg, params, data))
+    nfe = nfe_values(exp, cfg, params, data)
+    pen = penalty_values(exp, cfg, params, data)
+    sizes = {**metrics.pop("eval_sizes", {}), **nfe.pop("sizes"), "reg": pen.pop("n")}
+    return {**metrics, **nfe, "penalties": pen, "eval_sizes": sizes,
+            "eval_tol": {"rtol": cfg.eval_rtol, "atol": cfg.eval_atol, "solver": cfg.solver}}

@@ -1,0 +1,46 @@
+"""The training objective every experiment shares: task loss + weighted regularisation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .experiment import Experiment, solve_problem
+
+__all__ = ["make_loss", "make_train_step"]
+
+
+def make_loss(exp: Experiment, cfg):
+    """`loss_fn(params, batch, key, step) -> (loss, aux)`.
+
+    The batch's ODE (`exp.problem`) is solved at the training tolerance with the regularisers
+    of `cfg.regularization` (on the part of the state the problem names); the loss is the
+    experiment's task loss plus the weighted penalty. `aux` holds the experiment's scalars and
+    `reg` (the weighted penalty) and `nfe` (of the augmented training solve).
+    """
+    reg = cfg.regularization
+
+    def loss_fn(params, batch, key, step):
+        problem = exp.problem(cfg, params, batch)
+        sol = solve_problem(problem, solver=cfg.solver, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps,
+                            regularizers=reg.regularizers(key, part=problem.part))
+        task, aux = exp.loss(cfg, params, batch, sol, key, step)
+        penalty = reg.penalty(sol.reg).astype(task.dtype)
+        return task + penalty, {**aux, "reg": penalty, "nfe": jnp.mean(sol.nfe)}
+
+    return loss_fn
+
+
+def make_train_step(exp: Experiment, cfg, opt: optax.GradientTransformation):
+    """The jitted `step(state, batch, key, step) -> (state, metrics)` with `state = {params, opt_state}`."""
+    loss_fn = make_loss(exp, cfg)
+
+    @jax.jit
+    def train_step(state, batch, key, step):
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key, step)
+        updates, opt_state = opt.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state}, {"loss": loss, **aux}
+
+    return train_step

@@ -1,0 +1,77 @@
+"""Run records: one schema, one save, one load, for experiment runs and benchmarks alike.
+
+A record is one JSON file. Every record carries its provenance (`provenance()`): the commit,
+whether the working tree differed from it and which files did, the machine and the library
+versions, and the date. A run record adds the experiment, the run name, the full config,
+timings, metrics, the training history and the file of its final parameters (written beside
+it with `flax.serialization`).
+
+Schema 2 (current). Records of schema 1 were migrated on disk: their `source_dirty` is
+`true` with `dirty_paths: null` where the commit carried a `-dirty` suffix, because schema 1
+did not say which files differed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from .machine import machine_info, versions
+from .paths import ROOT, write_json
+
+__all__ = ["SCHEMA", "provenance", "source_state", "save_record", "load_record"]
+
+SCHEMA = 2
+
+
+def source_state(path=None) -> dict:
+    """The commit of the repository and whether the tree differs from it.
+
+    **Returns** `{"git_commit": sha or None, "source_dirty": bool or None, "dirty_paths": [...]}`:
+    tracked files with changes and untracked files under `src/`, as `git status` names them.
+    """
+    cwd = Path(path or ROOT)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=cwd,
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "source_dirty": None, "dirty_paths": None}
+    paths = []
+    for line in status:
+        code, name = line[:2], line[3:]
+        if code == "??" and not name.startswith("src/"):
+            continue
+        paths.append(name)
+    return {"git_commit": head, "source_dirty": bool(paths), "dirty_paths": sorted(paths)}
+
+
+def provenance() -> dict:
+    """Schema, commit and tree state, machine, library versions and date: the head of every record."""
+    return {"schema": SCHEMA, **source_state(), "machine": machine_info(), "versions": versions(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def save_record(path, record: dict) -> Path:
+    """Write a record (atomically); it must carry the provenance keys."""
+    missing = [k for k in ("schema", "git_commit", "source_dirty", "machine", "versions", "date") if k not in record]
+    if missing:
+        raise ValueError(f"record lacks {missing}: start it from taynode.records.provenance()")
+    return write_json(path, record)
+
+
+def load_record(path) -> dict:
+    """A record from its JSON file.
+
+    **Raises** `ValueError` if the file is missing or not of the current schema.
+    """
+    path = Path(path)
+    if not path.exists() or path.suffix != ".json":
+        raise ValueError(f"{path} does not exist: pass a run record (.json) or a checkpoint directory")
+    record = json.loads(path.read_text())
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"{path} is a record of schema {record.get('schema', 1)}, this taynode reads schema {SCHEMA}")
+    return record

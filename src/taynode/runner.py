@@ -1,0 +1,189 @@
+"""Train, evaluate, reload and sweep any registered experiment (the verbs of the CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+
+from .configs import config_from_dict
+from .evaluation import PENALTY_ORDERS, evaluate, penalty_values
+from .experiment import Experiment
+from .objective import make_train_step
+from .optim import make_optimizer
+from .records import load_record, provenance, save_record
+from .train import LoopConfig, fit, restore_checkpoint
+
+__all__ = ["train", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype"]
+
+
+def enable_dtype(cfg) -> None:
+    """Turn on float64 when the config asks for it (the paper's tolerance needs it)."""
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoints", resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train, evaluate on the test split, and write the run record and final parameters.
+
+    Checkpoints go to `ckpt_root/<run name>` every `cfg.checkpoint_every` steps; `resume`
+    continues from the newest one exactly as the uninterrupted run would have.
+
+    **Returns** the run record (also written to `out_dir/<run name>.json`, default
+    `results/<experiment>`, with the final parameters in `<run name>.msgpack` beside it).
+    """
+    enable_dtype(cfg)
+    out_dir = Path(out_dir or Path("results") / exp.name)
+    data = exp.load_data(cfg, progress=progress) if data is None else data
+    t_wall = time.perf_counter()
+    head = provenance()  # the code that trains, even if the tree changes during the run
+    arrays = exp.train_arrays(cfg, data)
+    opt = make_optimizer(cfg)
+    params = exp.init_params(cfg, jr.PRNGKey(cfg.seed))
+    state = {"params": params, "opt_state": opt.init(params)}
+    step = make_train_step(exp, cfg, opt)
+    name = exp.run_name(cfg)
+    loop = LoopConfig(num_steps=cfg.num_steps, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
+                      log_every=max(1, min(10, cfg.num_steps // 10)), eval_every=cfg.eval_every,
+                      checkpoint_every=cfg.checkpoint_every)
+    eval_fn = (lambda s: evaluate(exp, cfg, s["params"], data)) if cfg.eval_every else None
+    ckpt_dir = Path(ckpt_root) / name
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)}, indent=2))
+    state, history, info = fit(
+        state, step, lambda idx: jtu.tree_map(lambda a: jnp.asarray(a[idx]), arrays),
+        cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
+        eval_fn=eval_fn, progress=progress, desc=name,
+    )
+    metrics = info["final_eval"] or evaluate(exp, cfg, state["params"], data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params_path = out_dir / f"{name}.msgpack"
+    params_path.write_bytes(flax.serialization.to_bytes(state["params"]))
+    record = {
+        **head,
+        "experiment": exp.name,
+        "run": name,
+        "wall_time_s": time.perf_counter() - t_wall,
+        "train_time_s": info["train_time_s"],
+        "iter_time_s": info["iter_time_s"],
+        "resumed_from": info["resumed_from"],
+        "config": dataclasses.asdict(cfg),
+        "metrics": metrics,
+        "history": history,
+        "params_file": params_path.name,
+    }
+    save_record(out_dir / f"{name}.json", record)
+    return record
+
+
+def load_run(exp: Experiment, path):
+    """`(config, params, record)` from a run record (.json) or a checkpoint directory (record None)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: pass a run record (.json) or a checkpoint directory")
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise ValueError(f"{path} has no config.json: pass a run record (.json) or a checkpoint directory "
+                             "written by taynode train")
+        values = json.loads(config_file.read_text())
+        _check_experiment(exp, values.pop("experiment", exp.name), path)
+        cfg = config_from_dict(exp.Config, values)
+        enable_dtype(cfg)
+        params = exp.init_params(cfg, jr.PRNGKey(0))
+        opt = make_optimizer(cfg)
+        state, _ = restore_checkpoint(path, {"params": params, "opt_state": opt.init(params)})
+        return cfg, state["params"], None
+    if path.suffix != ".json":
+        raise ValueError(f"{path}: expected a run record (.json) or a checkpoint directory")
+    record = load_record(path)
+    _check_experiment(exp, record["experiment"], path)
+    cfg = config_from_dict(exp.Config, record["config"])
+    enable_dtype(cfg)
+    template = exp.init_params(cfg, jr.PRNGKey(0))
+    params = flax.serialization.from_bytes(template, (path.parent / record["params_file"]).read_bytes())
+    return cfg, params, record
+
+
+def _check_experiment(exp, name, path):
+    if name != exp.name:
+        raise ValueError(f"{path} is a {name} run, not {exp.name}: use taynode eval {name} {path}")
+
+
+def summary_line(exp: Experiment, run: str, metrics: dict) -> str:
+    """One console line: task metrics, NFE and penalties."""
+    pen = metrics["penalties"]
+    nfe = metrics["test_nfe"]
+    return (f"{run}: {exp.summary(metrics)}  test NFE {nfe:.1f} (joint, batch {metrics['eval_sizes']['nfe_batch']}) / "
+            f"{metrics['test_nfe_per_example']:.1f} (per example)  "
+            + "  ".join(f"{k} {v:.4g}" for k, v in pen.items()))
+
+
+def sweep_configs(exp: Experiment, preset: str, runs: str, seeds=None) -> list:
+    """The configs of sweep `runs` of `exp` at `preset` (`seeds` replaces the sweep's own seeds)."""
+    if runs not in exp.sweeps:
+        raise ValueError(f"runs must be one of {sorted(exp.sweeps)} for {exp.name}, got {runs!r}")
+    overrides = exp.sweeps[runs]
+    if seeds is not None:
+        base = [{k: v for k, v in o.items() if k != "seed"} for o in overrides]
+        unique = [dict(t) for t in dict.fromkeys(tuple(sorted(o.items())) for o in base)]
+        overrides = [{**o, "seed": s} for s in seeds for o in unique]
+    return [exp.config(preset, **o) for o in overrides]
+
+
+def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, out_dir=None,
+          ckpt_root="checkpoints", progress: bool = True) -> list[Path]:
+    """Train every run of a sweep in turn; skip those whose record exists, resume the rest.
+
+    Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
+    newest checkpoint.
+    """
+    out_dir = Path(out_dir or Path("results") / exp.name)
+    data = None
+    done = []
+    for cfg in sweep_configs(exp, preset, runs, seeds):
+        path = out_dir / f"{exp.run_name(cfg)}.json"
+        if path.exists():
+            print(f"{path}: exists, skipped", flush=True)
+        else:
+            enable_dtype(cfg)
+            data = exp.load_data(cfg, progress=progress) if data is None else data
+            record = train(exp, cfg, data=data, out_dir=out_dir, ckpt_root=ckpt_root, resume=True, progress=progress)
+            print(summary_line(exp, record["run"], record["metrics"]), flush=True)
+        done.append(path)
+    return done
+
+
+def penalty_table(exp: Experiment, paths, orders=PENALTY_ORDERS, n: int | None = None, data=None,
+                  progress: bool = True) -> dict:
+    """`penalty_values` of the final model of every run record in `paths`, as one comparable table.
+
+    Returns a record (provenance, one row per run) ready for `save_record`.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError(f"paths: no run records given; pass results/{exp.name}/<run>.json")
+    for p in paths:
+        if not p.exists():
+            raise ValueError(f"{p} does not exist: pass a run record (.json) or a checkpoint directory")
+    head = provenance()
+    rows, t0 = [], time.perf_counter()
+    for p in tqdm(paths, desc="penalties", disable=not progress):
+        cfg, params, record = load_run(exp, p)
+        data = exp.load_data(cfg, progress=False) if data is None else data
+        vals = penalty_values(exp, cfg, params, data, orders=orders, n=n)
+        rows.append({"run": record["run"] if record else str(p), "record": p.name,
+                     "test_nfe": record["metrics"]["test_nfe"] if record else None, **vals})
+    return {**head, "experiment": f"{exp.name}_penalties", "wall_time_s": time.perf_counter() - t0,
+            "orders": sorted({int(k) for k in orders}), "rows": rows}
+

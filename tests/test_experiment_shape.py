@@ -1,0 +1,99 @@
+"""The shared experiment machinery: regularisation choice, records, committed records."""
+
+import json
+import subprocess
+
+import jax.numpy as jnp
+import pytest
+
+from taynode.experiments import REGISTRY
+from taynode.paths import RESULTS
+from taynode.records import SCHEMA, load_record, save_record, source_state
+from taynode.regularization import Regularization
+
+
+@pytest.mark.parametrize("reg,regs,name,label,penalty", [
+    (Regularization(), (), "none", "unregularised", 0.0),
+    (Regularization("taylor", order=2, lam=0.5), ("R2",), "taylor_K2_lam0.5", "$R_2$, λ = 0.5", 0.5 * 2.0),
+    (Regularization("rnode", lam_kin=0.1, lam_fro=1.0), ("kinetic", "frobenius"), "rnode_kin0.1_fro1",
+     "RNODE, λ_kin = 0.1, λ_fro = 1", 0.1 * 3.0 + 1.0 * 4.0),
+])
+def test_regularization_turns_into_regularisers_penalty_name_and_label(key, reg, regs, name, label, penalty):
+    assert tuple(r.name for r in reg.regularizers(key)) == regs
+    assert all(r.part == 0 for r in reg.regularizers(key, part=0))
+    values = {"R2": jnp.array([1.0, 3.0]), "kinetic": jnp.array([2.0, 4.0]), "frobenius": jnp.array([4.0, 4.0])}
+    assert float(reg.penalty(values)) == pytest.approx(penalty)
+    assert reg.name == name and reg.label == label
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"kind": "l2"}, "reg must be one of"),
+    ({"kind": "taylor"}, "lam must be > 0 with reg='taylor'"),
+    ({"kind": "none", "lam": 0.1}, "lam only applies to reg='taylor'"),
+    ({"kind": "taylor", "lam": 1.0, "lam_fro": 1.0}, "lam_kin/lam_fro only apply to reg='rnode'"),
+    ({"kind": "rnode"}, "lam_kin or lam_fro must be > 0"),
+    ({"kind": "taylor", "lam": 1.0, "order": 0}, "order must be an int >= 1"),
+])
+def test_regularization_rejects_bad_choices(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Regularization(**kw)
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_source_state_names_the_files_that_differ(tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("n\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = source_state(tmp_path)
+    assert clean["source_dirty"] is False and clean["dirty_paths"] == [] and len(clean["git_commit"]) == 40
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    (tmp_path / "src" / "new.py").write_text("")
+    (tmp_path / "scratch.txt").write_text("")  # untracked outside src/: not a source change
+    dirty = source_state(tmp_path)
+    assert dirty["source_dirty"] is True and dirty["dirty_paths"] == ["src/a.py", "src/new.py"]
+    assert dirty["git_commit"] == clean["git_commit"]
+
+
+def test_save_and_load_record_check_the_schema(tmp_path):
+    with pytest.raises(ValueError, match="record lacks"):
+        save_record(tmp_path / "r.json", {"experiment": "x"})
+    (tmp_path / "old.json").write_text(json.dumps({"experiment": "toy"}))
+    with pytest.raises(ValueError, match="schema 1, this taynode reads schema 2"):
+        load_record(tmp_path / "old.json")
+
+
+COMMITTED = sorted(p for name in REGISTRY for p in (RESULTS / name).glob(f"{name}_*.json"))
+
+
+def test_every_committed_record_is_current_and_names_its_tree():
+    assert len(COMMITTED) >= 30
+    for path in COMMITTED:
+        record = load_record(path)
+        assert record["schema"] == SCHEMA
+        assert record["run"] == path.stem and (path.parent / record["params_file"]).exists()
+        assert isinstance(record["source_dirty"], bool), path
+        assert len(record["git_commit"]) == 40, path
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+@pytest.mark.slow
+def test_every_committed_record_loads_into_its_experiment(path):
+    from taynode.runner import load_run
+
+    record = load_record(path)
+    exp = REGISTRY[record["experiment"]]
+    cfg, params, _ = load_run(exp, path)
+    assert exp.run_name(cfg) == record["run"]
+    assert jax_tree_size(params) == jax_tree_size(exp.init_params(cfg, __import__("jax").random.PRNGKey(0)))
+
+
+def jax_tree_size(tree):
+    import jax
+
+    return sum(x.size for x in jax.tree_util.tree_leaves(tree))

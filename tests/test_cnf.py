@@ -37,15 +37,28 @@ from taynode.taylor import solution_derivatives
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 
 
-def f64(tree):
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+def normal(seed, shape):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+def np_init(module, seed, z):
+    """Parameters shaped as `module.init(key, 0.0, z)`, float64, drawn with numpy: every entry
+    N(0, 1/fan_in) (kernels and biases alike, so no layer starts at zero)."""
+    shapes = jax.eval_shape(module.init, jr.PRNGKey(0), 0.0, z)
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in))
+
+    return jax.tree_util.tree_map(draw, shapes)
 
 
 @pytest.fixture(scope="module")
 def mlp2d():
     """A random-init 2-D ConcatSquashMLP field (float64) and its parameters."""
     module = ConcatSquashMLP(hidden=(32, 32))
-    params = f64(module.init(jr.PRNGKey(0), 0.0, jnp.zeros((1, 2))))
+    params = np_init(module, 0, jnp.zeros((1, 2)))
     return as_field(module), params
 
 
@@ -60,7 +73,7 @@ def linear_field(a):
 
 @pytest.fixture(scope="module")
 def linear3():
-    a = 0.6 * jr.normal(jr.PRNGKey(7), (3, 3), jnp.float64)
+    a = 0.6 * normal(7, (3, 3))
     return linear_field(a)
 
 
@@ -71,8 +84,8 @@ def linear3():
 
 def test_exact_divergence_matches_jacfwd_trace():
     module = ConcatSquashMLP(hidden=(16, 16))
-    params = f64(module.init(jr.PRNGKey(1), 0.0, jnp.zeros((1, 4))))
-    z = jr.normal(jr.PRNGKey(2), (5, 4), jnp.float64)
+    params = np_init(module, 1, jnp.zeros((1, 4)))
+    z = normal(2, (5, 4))
     t = 0.3
 
     fz, div, frob = jax.jit(lambda z_: exact_divergence(lambda u: module.apply(params, t, u), z_))(z)
@@ -88,9 +101,8 @@ def test_exact_divergence_matches_jacfwd_trace():
 
 def test_exact_divergence_on_image_shaped_state():
     module = ConcatConvField(hidden=(3,))
-    z = jr.normal(jr.PRNGKey(3), (2, 3, 3, 1), jnp.float64)
-    params = f64(module.init(jr.PRNGKey(4), 0.0, z))
-    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jr.normal(jr.PRNGKey(5), p.shape, p.dtype), params)
+    z = normal(3, (2, 3, 3, 1))
+    params = np_init(module, 4, z)
     _, div, _ = jax.jit(lambda z_: exact_divergence(lambda u: module.apply(params, 0.5, u), z_))(z)
 
     def single(zb):
@@ -108,8 +120,8 @@ def test_hutchinson_unbiased(noise):
     """
     d, n = 6, 20000
     module = ConcatSquashMLP(hidden=(16,))
-    params = f64(module.init(jr.PRNGKey(8), 0.0, jnp.zeros((1, d))))
-    z0 = jr.normal(jr.PRNGKey(9), (d,), jnp.float64)
+    params = np_init(module, 8, jnp.zeros((1, d)))
+    z0 = normal(9, (d,))
     z = jnp.broadcast_to(z0, (n, d))  # one point, n independent probes
     eps = draw_probe(jr.PRNGKey(10), z.shape, z.dtype, noise)
     _, div, frob = jax.jit(lambda z_, e: hutchinson_divergence(lambda u: module.apply(params, 0.2, u), z_, e))(z, eps)
@@ -137,7 +149,7 @@ def test_probe_name_checked():
 def test_linear_flow_log_prob_closed_form(linear3):
     """z(1) = e^A x, so log p(x) = log N(e^A x; 0, I) + tr A; RNODE's term = ‖A‖_F²/D."""
     f, a = linear3
-    x = 1.5 * jr.normal(jr.PRNGKey(11), (6, 3), jnp.float64)
+    x = 1.5 * normal(11, (6, 3))
     log_prob = jax.jit(lambda p, x_: CNF(f, (3,), "exact", **TIGHT).log_prob(p, x_, frobenius=True))
     out = log_prob(a, x)
     z1 = x @ expm(a).T
@@ -153,7 +165,7 @@ def test_linear_flow_log_prob_closed_form(linear3):
 def test_linear_flow_hutchinson_uses_one_probe(linear3, noise):
     """With ε fixed over time, the estimate is log N(e^A x) + εᵀAε and the Frobenius term ‖Aε‖²/D."""
     f, a = linear3
-    x = jr.normal(jr.PRNGKey(12), (4, 3), jnp.float64)
+    x = normal(12, (4, 3))
     key = jr.PRNGKey(13)
     out = CNF(f, (3,), noise, **TIGHT).log_prob(a, x, key=key, frobenius=True)
     eps = draw_probe(key, x.shape, x.dtype, noise)
@@ -169,7 +181,7 @@ def test_linear_flow_sampling_closed_form(linear3):
     cnf = CNF(f, (3,), "exact", **TIGHT)
     key = jr.PRNGKey(14)
     out = cnf.sample_and_log_prob(a, key, 5)
-    np.testing.assert_allclose(out.z, jr.normal(key, (5, 3), jnp.float64))
+    np.testing.assert_allclose(out.z, jr.normal(key, (5, 3), jnp.float64))  # the base points come from key
     np.testing.assert_allclose(out.x, out.z @ expm(-a).T, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(out.z) + jnp.trace(a), rtol=1e-9, atol=1e-8)
     np.testing.assert_allclose(cnf.sample(a, key, 5), out.x, rtol=1e-8, atol=1e-9)
@@ -213,7 +225,7 @@ def test_density_integrates_to_one(mlp2d):
 def test_augmented_field_is_jet_safe(mlp2d):
     """Taylor mode through the divergence (exact and Hutchinson) agrees with nested jvp."""
     f, params = mlp2d
-    z = jr.normal(jr.PRNGKey(16), (3, 2), jnp.float64)
+    z = normal(16, (3, 2))
     state = (z, jnp.zeros(3), jnp.zeros(3))
     for divergence in ("exact", "rademacher"):
         cnf = CNF(f, (2,), divergence)
@@ -238,7 +250,7 @@ def _part_supported():
 def test_regularizers_see_z_only(mlp2d):
     """R_2 and kinetic with part=0 in the flow equal the same regularisers on the z-only solve."""
     f, params = mlp2d
-    x = jr.normal(jr.PRNGKey(18), (4, 2), jnp.float64)
+    x = normal(18, (4, 2))
     out = CNF(f, (2,), "exact", **TIGHT).log_prob(
         params, x, regularizers=(regs.TaylorRK(2, part=0), regs.Kinetic(part=0))
     )
@@ -286,9 +298,9 @@ def test_bad_arguments(linear3):
 
 def test_concat_squash_linear_formula():
     layer = ConcatSquashLinear(5)
-    h = jr.normal(jr.PRNGKey(19), (4, 3), jnp.float64)
-    params = f64(layer.init(jr.PRNGKey(20), 0.0, h))
-    p = jax.tree_util.tree_map(lambda v: v + 0.1, params)["params"]  # nonzero biases
+    h = normal(19, (4, 3))
+    params = np_init(layer, 20, h)
+    p = params["params"]
     t = 0.7
     w, b = p["layer"]["kernel"], p["layer"]["bias"]
     a, c = p["hyper_gate"]["kernel"][0], p["hyper_gate"]["bias"]
@@ -298,36 +310,57 @@ def test_concat_squash_linear_formula():
     np.testing.assert_allclose(layer.apply({"params": p}, t, h), ref, rtol=1e-13)
 
 
-def test_concat_conv2d_puts_time_first():
-    layer = ConcatConv2D(2)
-    h = jr.normal(jr.PRNGKey(21), (1, 4, 4, 3), jnp.float64)
-    params = f64(layer.init(jr.PRNGKey(22), 0.0, h))
-    k = params["params"]["Conv_0"]["kernel"]
-    assert k.shape == (3, 3, 4, 2)
+@pytest.mark.parametrize("impl", ["conv", "im2col"])
+@pytest.mark.parametrize("k", [3, 2])
+def test_concat_conv2d_puts_time_first(impl, k):
+    """Both implementations equal XLA's convolution of [t, h] with 'same' padding, plus the bias."""
+    layer = ConcatConv2D(2, kernel_size=k, impl=impl)
+    h = normal(21, (2, 5, 4, 3))
+    params = np_init(layer, 22, h)
+    kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+    assert kernel.shape == (k, k, 4, 2) and kernel.dtype == jnp.float64
     t = 0.25
-    inp = jnp.concatenate([jnp.full((1, 4, 4, 1), t), h], axis=-1)
-    ref = jax.lax.conv_general_dilated(inp, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(layer.apply(params, t, h), ref + params["params"]["Conv_0"]["bias"], rtol=1e-12)
+    inp = jnp.concatenate([jnp.full((2, 5, 4, 1), t), h], axis=-1)
+    ref = jax.lax.conv_general_dilated(inp, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layer.apply(params, t, h), ref + bias, rtol=1e-12, atol=1e-14)
+    if k == 3:  # padding 1, as FFJORD: the corner output sees only the in-image 2 × 2 block
+        corner = jnp.einsum("ijc,ijco->o", inp[0, :2, :2], kernel[1:, 1:])
+        np.testing.assert_allclose(layer.apply(params, t, h)[0, 0, 0], corner + bias, rtol=1e-12)
 
 
-def test_conv_field_starts_at_identity_flow():
-    """The last layer is zero-initialised: f = 0, so log p(x) = log N(x) with a Hutchinson probe too."""
+def test_conv_impl_checked():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        ConcatConv2D(2, impl="fft").init(jr.PRNGKey(0), 0.0, jnp.zeros((1, 3, 3, 1)))
+
+
+def test_conv_field_starts_at_zero():
+    """The last layer is zero-initialised (as the original): f = 0, the flow starts as the identity."""
     module = ConcatConvField(hidden=(4, 4))
-    x = jr.normal(jr.PRNGKey(23), (2, 5, 5, 1), jnp.float64)
-    params = f64(module.init(jr.PRNGKey(24), 0.0, x))
+    x = normal(23, (2, 5, 5, 1))
+    params = jax.jit(module.init)(jr.PRNGKey(24), 0.0, x)  # the real initialisation
     np.testing.assert_array_equal(module.apply(params, 0.3, x), 0.0)
-    out = CNF(as_field(module), (5, 5, 1), "rademacher").log_prob(params, x, key=jr.PRNGKey(0))
-    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(x), rtol=1e-12)
 
 
-@pytest.mark.parametrize("which", ["mlp", "conv"])
+def test_image_shaped_flow_closed_form():
+    """f(z) = c z on (batch, 3, 3, 1): z(1) = e^c x and, for Rademacher ε, εᵀ(cI)ε = 9c exactly."""
+    x = normal(30, (2, 3, 3, 1))
+    c = jnp.asarray(0.4, jnp.float64)
+    cnf = CNF(lambda t, z, p: p * z, (3, 3, 1), "rademacher", **TIGHT)
+    out = cnf.log_prob(c, x, key=jr.PRNGKey(31), frobenius=True)
+    z1 = jnp.exp(c) * x
+    np.testing.assert_allclose(out.z, z1, rtol=1e-8)
+    np.testing.assert_allclose(out.log_prob, standard_normal_log_prob(z1) + 9 * c, rtol=1e-9)
+    np.testing.assert_allclose(out.reg["frobenius"], jnp.full(2, c**2), rtol=1e-9)
+    assert standard_normal_log_prob(z1).shape == (2,)
+
+
+@pytest.mark.parametrize("which", ["mlp", "conv", "im2col"])
 def test_fields_are_jet_safe(which):
     if which == "mlp":
-        module, z = ConcatSquashMLP(hidden=(8, 8)), jr.normal(jr.PRNGKey(25), (3, 4), jnp.float64)
+        module, z = ConcatSquashMLP(hidden=(8, 8)), normal(25, (3, 4))
     else:
-        module, z = ConcatConvField(hidden=(3, 3)), jr.normal(jr.PRNGKey(25), (2, 4, 4, 1), jnp.float64)
-    params = f64(module.init(jr.PRNGKey(26), 0.0, z))
-    params = jax.tree_util.tree_map(lambda p: p + 0.2 * jr.normal(jr.PRNGKey(27), p.shape, p.dtype), params)
+        module, z = ConcatConvField(hidden=(3, 3), impl=which), normal(25, (2, 4, 4, 1))
+    params = np_init(module, 26, z)
     f = as_field(module)
     jet, ref = jax.jit(lambda y, p: [solution_derivatives(f, 0.1, y, p, 2, method=m) for m in ("jet", "jvp")])(
         z, params
@@ -349,7 +382,7 @@ def test_dequantize_stays_in_its_bin():
 
 
 def test_logit_transform_log_det_and_inverse():
-    x = jr.uniform(jr.PRNGKey(29), (3, 5), jnp.float64)
+    x = jnp.asarray(np.random.default_rng(29).uniform(size=(3, 5)))
     alpha = 1e-5
     y, log_det = logit_transform(x, alpha)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
-import matplotlib.ticker as mticker
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
@@ -340,14 +340,15 @@ def runs_by_seed(runs: pd.DataFrame, *, nfe_label: str = "test NFE",
     _require(runs, ["label", "family", "seed", "nfe", "acc"], "runs")
     seeds = sorted(runs["seed"].unique())
     seed_markers = dict(zip(seeds, "os^vDP"))
-    sizes = dict(zip(seeds, np.linspace(110, 30, len(seeds))))  # later seeds smaller, drawn on top
+    sizes = dict(zip(seeds, np.linspace(130, 40, len(seeds))))  # later seeds smaller, drawn on top
     fig, ax = _figure(6.0, 3.6)
     for _, r in runs.sort_values("seed", kind="stable").iterrows():
         ax.scatter(r["nfe"], r["acc"], color=family_color(r["family"]), marker=seed_markers[r["seed"]],
                    s=sizes[r["seed"]], alpha=0.9, edgecolors="white", linewidths=0.8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=family_color(fam), label=lab)
                for lab, fam in runs[["label", "family"]].drop_duplicates().itertuples(index=False)]
-    handles += [plt.Line2D([], [], marker=m, ls="", color="grey", label=f"seed {s}") for s, m in seed_markers.items()]
+    handles += [plt.Line2D([], [], marker=m, ls="", color="grey", markersize=7, label=f"seed {s}")
+                for s, m in seed_markers.items()]
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set(xlabel=nfe_label, ylabel=acc_label)
     ax.grid(alpha=0.3)

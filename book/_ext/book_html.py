@@ -1,0 +1,78 @@
+"""Sphinx extension: small things the book's HTML needs.
+
+- **A `.ipynb` download for every chapter.** sphinx-book-theme adds the ".ipynb" entry of its
+  download button only for pages with a launch button (Binder, Colab, …). This extension does the
+  same for every notebook page: it copies the executed notebook that MyST-NB wrote to
+  `<build>/jupyter_execute/` into the HTML's `_sources/` and tells the theme where it is.
+- **MathJax on every page**, so that the sidebar's chapter titles ($R_K$) render on pages that
+  have no maths of their own.
+- **Bibliography labels "Author et al. year"**, matching the author-year citations in the text
+  (pybtex's default labels are alphabetic codes such as "KBJD20").
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from pybtex.plugin import register_plugin
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+
+
+def _offer_notebook(app, pagename, templatename, context, doctree):
+    if doctree is None or "kernelspec" not in app.env.metadata.get(pagename, {}):
+        return
+    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not executed.exists():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    """Labels "Kelly et al. 2020", "Griewank and Walther 2008"; a, b, … where two would clash."""
+
+    def format_labels(self, sorted_entries):
+        labels = [self._label(entry) for entry in sorted_entries]
+        counts = Counter(labels)
+        seen = Counter()
+        for label in labels:
+            if counts[label] > 1:
+                seen[label] += 1
+                label = f"{label}{'abcdefghij'[seen[label] - 1]}"
+            yield label
+
+    @staticmethod
+    def _label(entry):
+        persons = entry.persons.get("author", [])
+        names = [" ".join(p.last_names) or " ".join(p.first_names) for p in persons]
+        names = [n.replace("{", "").replace("}", "") for n in names]
+        if not names:
+            who = entry.fields.get("title", entry.key)
+        elif len(names) == 1:
+            who = names[0]
+        elif len(names) == 2:
+            who = f"{names[0]} and {names[1]}"
+        else:
+            who = f"{names[0]} et al."
+        return f"{who} {entry.fields.get('year', '')}".strip()
+
+
+class AuthorYearStyle(UnsrtStyle):
+    default_label_style = "author_year_labels"
+    default_sorting_style = "author_year_title"
+
+
+register_plugin("pybtex.style.labels", "author_year_labels", AuthorYearLabels)
+register_plugin("pybtex.style.formatting", "author_year_unsrt", AuthorYearStyle)
+
+
+def setup(app):
+    # before sphinx-book-theme draws its header buttons (priority 501)
+    app.connect("html-page-context", _offer_notebook, priority=400)
+    app.set_html_assets_policy("always")
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -32,7 +32,8 @@ from taynode.machine import machine_info, versions  # noqa: E402
 from taynode.paths import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "results" / "mnist" / "mnist_cpu_taylor_K2_lam1_seed0.json"
+# the record of the checkout whose taynode is imported (its schema matches that code)
+RECORD = Path(taynode.__file__).resolve().parents[2] / "results" / "mnist" / "mnist_cpu_taylor_K2_lam1_seed0.json"
 
 
 def field(t, y, p):
@@ -79,10 +80,10 @@ def bench_evaluate():
     try:  # the shared evaluation
         from taynode.evaluation import evaluate
         from taynode.experiments import mnist
-        from taynode.records import load_run
+        from taynode.runner import load_run
 
         exp = mnist.EXPERIMENT
-        cfg, params, _ = load_run(RECORD)
+        cfg, params, _ = load_run(exp, RECORD)
         cfg = dataclasses.replace(cfg, eval_test_size=100, eval_train_size=100, nfe_examples=100,
                                   nfe_per_example=10, reg_examples=100)
 

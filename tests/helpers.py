@@ -1,5 +1,7 @@
 """References shared by the tests: small vector fields, RK4, Simpson, relative error, a counting field."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -19,8 +21,12 @@ def mlp_params(key, dim, hidden=16, scale=0.6):
     }
 
 
+@functools.cache
 def mlp_field(act="tanh"):
-    """f(t, y, θ) = W2 σ(W1 [y, t] + b1) + b2; time dependent; works for y of shape (d,) or (b, d)."""
+    """f(t, y, θ) = W2 σ(W1 [y, t] + b1) + b2; time dependent; works for y of shape (d,) or (b, d).
+
+    One function object per activation, so that solves of it share their compilation across tests.
+    """
     sigma = activations.get_activation(act)
 
     def f(t, y, p):
@@ -54,6 +60,7 @@ def rel_err(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def rk4_reference(f, y0, args, t0, t1, n):
     """Fixed-step classical RK4, written out independently of diffrax; returns grid and states."""
     h = (t1 - t0) / n

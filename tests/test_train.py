@@ -88,7 +88,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     def step(state, batch, key, step_index):
         calls[0] += 1
-        new, m = ns["step"](state, batch, key)
+        new, m = ns["step"](state, batch, key, step_index)
         if calls[0] == 5:
             m = {**m, "loss": jnp.nan}
         return new, m

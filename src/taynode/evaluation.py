@@ -6,7 +6,8 @@
   `test_nfe_per_example` the mean over examples solved one at a time.
 - **Penalties**: R_K for K in {2, 3} and the run's own K, RNODE's kinetic energy and its
   Frobenius estimate (probe drawn from `PRNGKey(0)`), integrated in one solve per chunk of
-  `cfg.eval_chunk` test examples and averaged over the first `cfg.reg_examples`.
+  `cfg.eval_chunk` test examples and averaged over the first `cfg.reg_examples` (a mean per
+  trajectory where an example poses several, as the latent ODE's posterior samples).
 
 The compiled functions take the experiment and the config as static arguments, so repeated
 evaluations of a model compile once.
@@ -58,7 +59,8 @@ def _penalty_makers(orders):
 @eqx.filter_jit
 def _penalty_sums(exp, cfg, params, batch, orders):
     sol = _eval_solve(exp, cfg, params, batch, _penalty_makers(orders))
-    return {k: jnp.sum(v) for k, v in sol.reg.items()}
+    # the mean over the batch's trajectories (several per example in a latent ODE), times its examples
+    return {k: jnp.mean(v) * batch_size_of(batch) for k, v in sol.reg.items()}
 
 
 def nfe_values(exp: Experiment, cfg, params, data) -> dict:

@@ -94,6 +94,15 @@ class Experiment(abc.ABC):
         """Initial parameters of the model."""
 
     # --- loss and metrics -----------------------------------------------------------------
+    def training_batch(self, cfg, batch, key):
+        """The batch a training step's `problem` and `loss` see (default: `batch` itself).
+
+        An experiment whose problem draws random numbers (the latent ODE's posterior samples)
+        puts keys derived from the step's `key` into the batch here; its evaluation arrays
+        carry fixed keys in the same place.
+        """
+        return batch
+
     @abc.abstractmethod
     def problem(self, cfg, params, batch) -> Problem:
         """The ODE that a batch poses to the solver."""

@@ -14,14 +14,16 @@ __all__ = ["make_loss", "make_train_step"]
 def make_loss(exp: Experiment, cfg):
     """`loss_fn(params, batch, key, step) -> (loss, aux)`.
 
-    The batch's ODE (`exp.problem`) is solved at the training tolerance with the regularisers
-    of `cfg.regularization` (on the part of the state the problem names); the loss is the
+    The batch (as `exp.training_batch` makes it from the step's key) poses an ODE
+    (`exp.problem`), solved at the training tolerance with the regularisers of
+    `cfg.regularization` (on the part of the state the problem names); the loss is the
     experiment's task loss plus the weighted penalty. `aux` holds the experiment's scalars and
     `reg` (the weighted penalty) and `nfe` (of the augmented training solve).
     """
     reg = cfg.regularization
 
     def loss_fn(params, batch, key, step):
+        batch = exp.training_batch(cfg, batch, key)
         problem = exp.problem(cfg, params, batch)
         sol = solve_problem(problem, solver=cfg.solver, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps,
                             regularizers=reg.regularizers(key, part=problem.part))

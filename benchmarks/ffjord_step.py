@@ -34,9 +34,9 @@ import numpy as np
 import optax
 
 from taynode.cnf import CNF, ConcatConvField, bits_per_dim, dequantize, logit_transform
-from taynode.machine import git_commit, machine_info, versions
+from taynode.machine import machine_info
 from taynode.models import as_field
-from taynode.paths import write_json
+from taynode.records import provenance, save_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,6 +196,7 @@ def main(argv=None):
               f"{row['load_after']:>5.2f}  {note}", flush=True)
 
     record = {
+        **provenance(),
         "benchmark": "ffjord_step",
         "quantity": "seconds per training step: value_and_grad of mean bits/dim + one Adam update",
         "model": "ConcatConv2D hidden-hidden-hidden-1, 3x3, softplus; Hutchinson (Rademacher); "
@@ -208,12 +209,8 @@ def main(argv=None):
                     "exceed max_step_s is measured at batch 20 and scaled linearly",
         "max_step_s": a.max_step_s,
         "rows": rows,
-        "machine": machine_info(),
-        "versions": versions(),
-        "git_commit": git_commit(ROOT),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    out = write_json(a.out, record)
+    out = save_record(a.out, record)
     print(f"wrote {out}")
 
 

@@ -55,6 +55,8 @@ from .solve import solve
 __all__ = [
     "CNF",
     "FlowResult",
+    "AugmentedFlowField",
+    "TimeReversedField",
     "DIVERGENCES",
     "exact_divergence",
     "hutchinson_divergence",
@@ -186,6 +188,42 @@ def _check_regularizers(regularizers, frobenius: bool) -> tuple:
     return regularizers
 
 
+class AugmentedFlowField(eqx.Module):
+    """(t, (z, a[, e]), (params, eps)) ↦ (f(t, z), −div f[, mean_D (∂f/∂z ε)²]): the flow's augmented dynamics.
+
+    A module rather than a closure, so that equal flows share one compilation of the solve.
+    """
+
+    field: Callable = eqx.field(static=True)
+    divergence: str = eqx.field(static=True)
+    frobenius: bool = eqx.field(static=True, default=False)
+
+    def __call__(self, t, state, args):
+        params, eps = args
+        z = state[0]
+
+        def fn(z_):
+            return self.field(t, z_, params)
+
+        if self.divergence == "exact":
+            dz, div, frob = exact_divergence(fn, z)
+        else:
+            dz, div, frob = hutchinson_divergence(fn, z, eps)
+        out = (dz, -div.astype(state[1].dtype))
+        return out + (frob.astype(state[1].dtype),) if self.frobenius else out
+
+
+class TimeReversedField(eqx.Module):
+    """g(s, z, params) = −f(t0 + t1 − s, z, params): solving g forward over [t0, t1] runs f backwards."""
+
+    field: Callable = eqx.field(static=True)
+    t0: float = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+
+    def __call__(self, s, z, params):
+        return jax.tree_util.tree_map(jnp.negative, self.field(self.t0 + self.t1 - s, z, params))
+
+
 class CNF(eqx.Module):
     """A continuous normalising flow: x = z(t0) → z(t1) ~ N(0, I) under dz/dt = f(t, z, params).
 
@@ -229,37 +267,15 @@ class CNF(eqx.Module):
 
     # -- the augmented dynamics ---------------------------------------------------------------
 
-    def augmented(self, field: Callable | None = None, *, frobenius: bool = False) -> Callable:
+    def augmented(self, field: Callable | None = None, *, frobenius: bool = False) -> AugmentedFlowField:
         """The augmented field (t, (z, a[, e]), (params, eps)) ↦ (f, −div[, frobenius integrand]).
 
         `field` defaults to the flow's own; `eps` is the Hutchinson probe (None when exact).
         """
-        field = self.field if field is None else field
-        divergence = self.divergence
+        return AugmentedFlowField(self.field if field is None else field, self.divergence, frobenius)
 
-        def aug(t, state, args):
-            params, eps = args
-            z = state[0]
-
-            def fn(z_):
-                return field(t, z_, params)
-
-            if divergence == "exact":
-                dz, div, frob = exact_divergence(fn, z)
-            else:
-                dz, div, frob = hutchinson_divergence(fn, z, eps)
-            out = (dz, -div.astype(state[1].dtype))
-            return out + (frob.astype(state[1].dtype),) if frobenius else out
-
-        return aug
-
-    def _reversed_field(self) -> Callable:
-        t0, t1, field = self.t0, self.t1, self.field
-
-        def g(s, z, params):  # z(s) = z(t0 + t1 − s): the flow run backwards, forward in s
-            return jax.tree_util.tree_map(jnp.negative, field(t0 + t1 - s, z, params))
-
-        return g
+    def _reversed_field(self) -> TimeReversedField:
+        return TimeReversedField(self.field, self.t0, self.t1)
 
     def _check_batch(self, x, name: str):
         shape = jnp.shape(x)

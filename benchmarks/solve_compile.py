@@ -122,18 +122,17 @@ def main(argv=None):
         print(f"{k:<24} {v['first_s']:9.3f} {v['median_later_s']:15.4f}")
     print("MNIST evaluate on 100 test images, three successive calls (s): "
           + ", ".join(f"{t:.2f}" for t in ev["times_s"]))
+    out = Path(a.out or ROOT / "results" / "bench" / f"solve_compile_{a.label}.json")
+    body = {"benchmark": "solve_compile", "label": a.label, "taynode_source": taynode.__file__, "repeats": a.repeats,
+            "solve": solve_rows, "mnist_evaluate_100": ev}
     try:
-        from taynode.records import provenance
+        from taynode.records import provenance, save_record
     except ImportError:  # the code before run records had a module of their own
         from taynode.machine import git_commit
 
-        def provenance():
-            return {"git_commit": git_commit()}
-
-    out = Path(a.out or ROOT / "results" / "bench" / f"solve_compile_{a.label}.json")
-    write_json(out, {"benchmark": "solve_compile", "label": a.label, "taynode_source": taynode.__file__,
-                     **provenance(), "repeats": a.repeats, "solve": solve_rows, "mnist_evaluate_100": ev,
-                     "machine": machine_info(), "versions": versions()})
+        write_json(out, {"git_commit": git_commit(), "machine": machine_info(), "versions": versions(), **body})
+    else:
+        save_record(out, {**provenance(), **body})
     print(f"written: {out}")
 
 

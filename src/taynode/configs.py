@@ -70,6 +70,7 @@ class ExperimentConfig:
     train_size: int = field(1000, "training examples used (the first ones of the training split)")
     eval_every: int = field(0, "evaluate every this many steps (0 = only at the end)")
     checkpoint_every: int = field(100, "write a resumable checkpoint every this many steps")
+    devices: int = field(1, "devices the training batch is sharded over (0 = as many local devices as divide it)")
     # evaluation
     nfe_examples: int = field(1000, "test examples of the joint-batch NFE (in batches of batch_size)")
     nfe_per_example: int = field(100, "test examples solved one at a time for the per-example NFE")
@@ -88,7 +89,7 @@ class ExperimentConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         check_ints(self, ("epochs", "batch_size", "train_size", "checkpoint_every", "max_steps", "nfe_examples",
                           "nfe_per_example", "reg_examples", "eval_chunk"))
-        check_ints(self, ("eval_every", "warmup_steps", "seed"), minimum=0)
+        check_ints(self, ("eval_every", "warmup_steps", "seed", "devices"), minimum=0)
         check_numbers(self, ("rtol", "atol", "eval_rtol", "eval_atol", "lr", "lr_decay"), positive=True)
         check_numbers(self, ("momentum", "weight_decay", "lr_min"), positive=False)
         if not all(math.isfinite(getattr(self, n)) for n in ("rtol", "atol", "eval_rtol", "eval_atol", "lr")):

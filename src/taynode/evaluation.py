@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from . import parallel
 from .experiment import Experiment, batch_size_of, batch_slice, solve_problem
 from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
 
@@ -63,14 +64,21 @@ def _penalty_sums(exp, cfg, params, batch, orders):
     return {k: jnp.mean(v) * batch_size_of(batch) for k, v in sol.reg.items()}
 
 
+def _sharded(cfg, params, tree):
+    """`(params, tree)` placed for a chunk: sharded over the run's devices where they divide it."""
+    mesh = parallel.eval_mesh(cfg.devices, cfg.batch_size, batch_size_of(tree))
+    return parallel.replicate(params, mesh), parallel.shard_batch(tree, mesh)
+
+
 def nfe_values(exp: Experiment, cfg, params, data) -> dict:
     """Joint-batch and per-example NFE of the unregularised dynamics on the first test examples."""
     x = exp.eval_arrays(cfg, data)
     n = min(cfg.nfe_examples, batch_size_of(x))
     bs = cfg.batch_size
-    joint = [int(_nfe(exp, cfg, params, batch_slice(x, i, i + bs), False)) for i in range(0, n - bs + 1, bs)]
+    joint = [int(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(x, i, i + bs)), False))
+             for i in range(0, n - bs + 1, bs)]
     m = min(cfg.nfe_per_example, batch_size_of(x))
-    per_ex = [int(v) for v in np.asarray(_nfe(exp, cfg, params, batch_slice(x, 0, m), True))]
+    per_ex = [int(v) for v in np.asarray(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(x, 0, m)), True))]
     return {"test_nfe": float(np.mean(joint)) if joint else None, "test_nfe_batches": joint,
             "test_nfe_per_example": float(np.mean(per_ex)), "sizes": {"nfe_joint": len(joint) * bs,
                                                                       "nfe_batch": bs, "nfe_per_example": m}}
@@ -94,7 +102,8 @@ def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | Non
     n = min(n, batch_size_of(x))
     sums: dict[str, float] = {}
     for i in range(0, n, cfg.eval_chunk):
-        for k, v in _penalty_sums(exp, cfg, params, batch_slice(x, i, min(i + cfg.eval_chunk, n)), orders).items():
+        chunk = _sharded(cfg, params, batch_slice(x, i, min(i + cfg.eval_chunk, n)))
+        for k, v in _penalty_sums(exp, cfg, *chunk, orders).items():
             sums[k] = sums.get(k, 0.0) + float(v)
     return {**{k: v / n for k, v in sums.items()}, "n": n}
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["machine_info", "versions", "git_commit", "timing"]
+__all__ = ["machine_info", "versions", "timing"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "numpy", "orbax-checkpoint")
 
@@ -59,21 +58,6 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """HEAD commit of the repository holding `path` (suffixed `-dirty` with local changes)."""
-    cwd = Path(path or Path(__file__).resolve().parent)
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
 
 
 def timing(fn, *args, repeats: int = 30, min_time: float = 0.02):

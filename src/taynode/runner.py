@@ -9,10 +9,10 @@ from pathlib import Path
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 
+from . import parallel
 from .configs import config_from_dict
 from .evaluation import PENALTY_ORDERS, evaluate, penalty_values
 from .experiment import Experiment
@@ -41,6 +41,9 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     `results/<experiment>`, with the final parameters in `<run name>.msgpack` beside it).
     """
     enable_dtype(cfg)
+    parallel.maybe_initialize_distributed()
+    n_devices = parallel.device_count(cfg.devices, cfg.batch_size)
+    mesh = parallel.make_mesh(n_devices)
     out_dir = Path(out_dir or Path("results") / exp.name)
     data = exp.load_data(cfg, progress=progress) if data is None else data
     t_wall = time.perf_counter()
@@ -48,7 +51,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     arrays = exp.train_arrays(cfg, data)
     opt = make_optimizer(cfg)
     params = exp.init_params(cfg, jr.PRNGKey(cfg.seed))
-    state = {"params": params, "opt_state": opt.init(params)}
+    state = parallel.replicate({"params": params, "opt_state": opt.init(params)}, mesh)
     step = make_train_step(exp, cfg, opt)
     name = exp.run_name(cfg)
     loop = LoopConfig(num_steps=cfg.num_steps, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
@@ -59,7 +62,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)}, indent=2))
     state, history, info = fit(
-        state, step, lambda idx: jtu.tree_map(lambda a: jnp.asarray(a[idx]), arrays),
+        state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
         cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
         eval_fn=eval_fn, progress=progress, desc=name,
     )
@@ -75,6 +78,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "train_time_s": info["train_time_s"],
         "iter_time_s": info["iter_time_s"],
         "resumed_from": info["resumed_from"],
+        "devices_used": n_devices,
         "config": dataclasses.asdict(cfg),
         "metrics": metrics,
         "history": history,

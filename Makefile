@@ -9,8 +9,10 @@ export TAYNODE_MIRROR
 NBDIR  := _build/nbtest
 # The executed chapters the book build renders (jupyter-cache; `execute_notebooks: cache`).
 JCACHE := _build/.jupyter_cache
-# Chapters: the MyST notebooks of book/ (pages without a jupytext header have no code).
-CHAPTERS := $(shell grep -l '^jupytext:' book/*.md)
+# Chapters: the pages of _toc.yml that are MyST notebooks (pages without a jupytext header have
+# no code); a chapter in the making stays out of the tests until _toc.yml lists it.
+TOC_PAGES := $(shell sed -n 's/^ *\(- \)\{0,1\}\(file\|root\): *//p' _toc.yml)
+CHAPTERS := $(shell grep -l '^jupytext:' $(addsuffix .md,$(TOC_PAGES)))
 # MathJax, served from the built HTML so that maths renders offline (npm package, checksummed).
 MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA256  := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09

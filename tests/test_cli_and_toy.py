@@ -105,3 +105,22 @@ def test_write_json_creates_parent_and_leaves_no_temporary(tmp_path):
     write_json(path, {"x": 3})  # overwrite in place
     assert json.loads(path.read_text()) == {"x": 3}
     assert sorted(p.name for p in path.parent.iterdir()) == ["rec.json"]
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("mnist:reg=none", ("mnist", {"reg": "none"})),
+    ("mnist:reg=taylor,order=2,lam=1", ("mnist", {"reg": "taylor", "order": "2", "lam": "1"})),
+    ("toy", ("toy", {})),
+])
+def test_gpu_run_specs_parse(spec, want):
+    from taynode.gpu_runner import parse_run
+
+    assert parse_run(spec) == want
+
+
+@pytest.mark.parametrize("spec", [":reg=none", "mnist:reg", "mnist:=1"])
+def test_bad_gpu_run_spec_is_a_one_line_error(spec):
+    from taynode.gpu_runner import parse_run
+
+    with pytest.raises(ValueError, match="runs: "):
+        parse_run(spec)

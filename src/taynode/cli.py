@@ -5,6 +5,7 @@
     taynode sweep <experiment>            the runs a chapter shows, resumable
     taynode eval <experiment> RECORD      evaluate a saved model on the test split
     taynode penalties <experiment>        R_2, R_3, kinetic, Frobenius of saved models, one table
+    taynode gpu-runs OUT                  canary, gpu-preset runs and benchmark for a GPU machine
     taynode info                          machine and library versions
 
 The flags of `train` are generated from the fields of the experiment's config (with their
@@ -130,6 +131,14 @@ def _cmd_penalties(a) -> int:
     return 0
 
 
+def _cmd_gpu_runs(a) -> int:
+    from .gpu_runner import gpu_runs
+
+    summary = gpu_runs(a.out, runs=a.runs, budget_s=a.budget, preset=a.preset)
+    print(f"written: {a.out}/gpu_runs.json")
+    return 0 if summary["canary"]["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     width = max(map(len, REGISTRY))
     listing = "\n".join(f"  {name:<{width}}  {exp.description}" for name, exp in REGISTRY.items())
@@ -192,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         pe.add_argument("--out", default=None, help=f"default results/{name}/penalties_cpu.json")
         pe.add_argument("--no-progress", action="store_true")
         pe.set_defaults(func=_cmd_penalties)
+
+    from .gpu_runner import DEFAULT_RUNS
+
+    gr = sub.add_parser("gpu-runs", help="device, jet canary, then the gpu-preset runs and the taylor_cost "
+                                         "benchmark, each within a time budget (for a GPU machine without network)")
+    gr.add_argument("out", help="directory of the run records and gpu_runs.json")
+    gr.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS),
+                    help="experiment:field=value,... (default: %(default)s)")
+    gr.add_argument("--budget", type=float, default=300.0, help="seconds per run (default 300)")
+    gr.add_argument("--preset", default="gpu", help="preset of every run (default gpu; smoke to try it on a CPU)")
+    gr.set_defaults(func=_cmd_gpu_runs)
 
     info = sub.add_parser("info", help="print machine facts and library versions")
     info.set_defaults(func=_cmd_info)

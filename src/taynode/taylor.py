@@ -6,6 +6,10 @@ state with t (t' = 1, t'' = t''' = ... = 0), which makes the system autonomous.
 
 Conventions: derivatives are *derivatives* (not Taylor coefficients divided by k!),
 so for y' = y², `solution_derivatives(...)[k-1] == k! · y^(k+1)`.
+
+Methods: `"taylor"` (incremental Taylor mode, `taynode.taylor_mode`: one pass through f per order,
+every lower order kept), `"jet"` (the paper's: `order - 1` calls of `jax.experimental.jet`, each
+recomputing the lower orders) and `"jvp"` (nested forward mode, the reference).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.experimental.jet import jet
 
+from .taylor_mode import taylor_derivatives
+
 __all__ = ["solution_derivatives", "derivatives_from", "METHODS"]
 
-METHODS = ("jet", "jvp")
+METHODS = ("taylor", "jet", "jvp")
 
 
 def _check_order(order) -> int:
@@ -53,6 +59,8 @@ def derivatives_from(vector_field: Callable, t, y, args, order: int, dy, method:
     t = jnp.asarray(t, dtype=jnp.result_type(float))
     if method == "jvp":
         return _nested_jvp(vector_field, t, y, args, order, dy)
+    if method == "taylor":
+        return (dy,) + taylor_derivatives(vector_field, t, y, args, order, dy=dy)[1:]
     y_leaves, treedef = jtu.tree_flatten(y)
 
     def flat_g(t_, *leaves):
@@ -94,7 +102,7 @@ def solution_derivatives(
     args,
     order: int,
     *,
-    method: Literal["jet", "jvp"] = "jet",
+    method: Literal["taylor", "jet", "jvp"] = "jet",
 ):
     """Total time derivatives (y', y'', ..., y^(order)) of the solution of y' = f(t, y, args) through (t, y).
 
@@ -102,14 +110,16 @@ def solution_derivatives(
     - `vector_field`: `f(t, y, args)`, diffrax style; `y` an array or a pytree of arrays.
     - `t`: scalar time. `y`: state. `args`: passed through to the field.
     - `order`: int >= 1, the highest derivative returned.
-    - `method`: `"jet"` (Taylor mode, `order - 1` jet calls) or `"jvp"` (nested
-      forward-mode jvp; exponential in `order`, kept as the reference).
+    - `method`: `"taylor"` (incremental Taylor mode: `order` passes through f, one order each),
+      `"jet"` (Taylor mode, `order - 1` jet calls, each recomputing the lower orders) or `"jvp"`
+      (nested forward-mode jvp; exponential in `order`, kept as the reference).
 
     **Returns** a tuple of `order` pytrees shaped like `y`: plain derivatives, not Taylor
     coefficients (no division by k!).
 
     **Raises** `ValueError` for a bad `order` or `method`, or if `f(t, y, args)` is not
-    shaped like `y`.
+    shaped like `y`; `NotImplementedError` (method `"taylor"`) naming a primitive of f that has no
+    Taylor rule.
     """
     _check_order(order)
     _check_method(method)

@@ -33,9 +33,13 @@ $(STAMP): pyproject.toml requirements.lock
 data: setup
 	$(BIN)/taynode data fetch
 
+# The linter, then the unit tests on two processes; the end-to-end tests marked slow run in `make slow`.
 unit: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n 2 -m "not slow"
+
+slow: setup data
+	$(BIN)/python -m pytest tests -q -n 2 -m slow
 
 # Every chapter under nbval (a failing cell fails the target); the executed notebooks are kept
 # in $(JCACHE), so that `make html` renders them without executing any chapter again.

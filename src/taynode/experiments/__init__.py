@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from . import mnist, physionet, toy
+from . import ffjord2d, mnist, physionet, toy
 
 __all__ = ["REGISTRY", "get"]
 
-REGISTRY = {exp.name: exp for exp in (toy.EXPERIMENT, mnist.EXPERIMENT, physionet.EXPERIMENT)}
+REGISTRY = {exp.name: exp for exp in (toy.EXPERIMENT, mnist.EXPERIMENT, physionet.EXPERIMENT, ffjord2d.EXPERIMENT)}
 
 
 def get(name: str):

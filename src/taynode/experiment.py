@@ -118,6 +118,15 @@ class Experiment(abc.ABC):
     def metrics(self, cfg, params, data) -> dict:
         """Task metrics of a trained model on the test split (accuracy, test loss, MSE, …)."""
 
+    def validation_loss(self, cfg, params, data) -> float | None:
+        """A loss on held-out validation data for model selection (lower is better), or None.
+
+        When it returns a number, a run with `cfg.eval_every > 0` keeps the parameters with
+        the lowest validation loss among its evaluations (every `eval_every` steps and the end)
+        and reports those (default: None, the run keeps its final parameters).
+        """
+        return None
+
     def summary(self, metrics: dict) -> str:
         """One line of the task metrics for the console."""
         return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))

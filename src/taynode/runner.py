@@ -57,16 +57,30 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     loop = LoopConfig(num_steps=cfg.num_steps, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                       log_every=max(1, min(10, cfg.num_steps // 10)), eval_every=cfg.eval_every,
                       checkpoint_every=cfg.checkpoint_every)
-    eval_fn = (lambda s: evaluate(exp, cfg, s["params"], data)) if cfg.eval_every else None
+    best = {"loss": None, "params": None}
+
+    def eval_fn(s):
+        """Every metric, and model selection where the experiment has a validation loss."""
+        metrics = evaluate(exp, cfg, s["params"], data)
+        val = exp.validation_loss(cfg, s["params"], data)
+        if val is not None:
+            metrics["val_loss"] = val
+            if best["loss"] is None or val < best["loss"]:
+                best.update(loss=val, params=s["params"], metrics=metrics)
+        return metrics
+
     ckpt_dir = Path(ckpt_root) / name
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)}, indent=2))
     state, history, info = fit(
         state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
         cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
-        eval_fn=eval_fn, progress=progress, desc=name,
+        eval_fn=eval_fn if cfg.eval_every else None, progress=progress, desc=name,
     )
     metrics = info["final_eval"] or evaluate(exp, cfg, state["params"], data)
+    if best["params"] is not None:  # model selection: the evaluation with the lowest validation loss
+        state = {**state, "params": best["params"]}
+        metrics = best["metrics"]
     out_dir.mkdir(parents=True, exist_ok=True)
     params_path = out_dir / f"{name}.msgpack"
     params_path.write_bytes(flax.serialization.to_bytes(state["params"]))

@@ -111,7 +111,7 @@ class FFJORD2D(Experiment):
     Config = FFJORD2DConfig
     presets = PRESETS
     sweeps = SWEEPS
-    description = "FFJORD on 2-D densities (8 gaussians, pinwheel, checkerboard, ...), chapter 07"
+    description = "FFJORD on 2-D toy densities (chapter 07)"
 
     def run_name(self, cfg) -> str:
         return f"{self.name}_{cfg.density}_{cfg.preset}_{cfg.regularization.name}_seed{cfg.seed}"

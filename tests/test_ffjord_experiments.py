@@ -1,0 +1,141 @@
+"""The FFJORD experiments (2-D densities, tabular) through the shared experiment shape."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+from taynode.experiment import solve_problem
+from taynode.experiments import REGISTRY
+from taynode.objective import make_loss, make_train_step
+from taynode.optim import make_optimizer
+from taynode.regularizers import JacobianFrobenius, Kinetic, TaylorRK
+
+FFJORD = ("ffjord2d", "ffjord_tabular")
+
+
+@pytest.mark.parametrize("name", FFJORD)
+def test_presets_are_valid_and_the_default_is_cpu(name):
+    exp = REGISTRY[name]
+    assert exp.Config() == exp.config("cpu") == exp.config()
+    for preset in ("smoke", "cpu", "gpu", "paper"):
+        assert exp.config(preset).preset == preset
+    for cfg in (c for runs in exp.sweeps.values() for c in runs):
+        exp.config("cpu", **cfg)  # every sweep run is a valid config
+
+
+def _smoke(name):
+    exp = REGISTRY[name]
+    cfg = exp.config("smoke")
+    return exp, cfg, exp.load_data(cfg, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FFJORD)
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(name):
+    exp, cfg, data = _smoke(name)
+    cfg = dataclasses.replace(cfg, lr=1e-2)
+    opt = make_optimizer(cfg)
+    params = exp.init_params(cfg, jr.PRNGKey(0))
+    batch = exp.train_arrays(cfg, data)[: cfg.batch_size]
+    key = jr.PRNGKey(3)  # the same probe before and after (tabular)
+    loss_fn = jax.jit(make_loss(exp, cfg))
+    before = float(loss_fn(params, batch, key, 0)[0])
+    state, metrics = make_train_step(exp, cfg, opt)({"params": params, "opt_state": opt.init(params)}, batch, key, 0)
+    after = float(loss_fn(state["params"], batch, key, 0)[0])
+    assert float(metrics["loss"]) == pytest.approx(before)
+    assert after < before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FFJORD)
+def test_metrics_report_the_test_nll_in_nats(name):
+    exp, cfg, data = _smoke(name)
+    params = exp.init_params(cfg, jr.PRNGKey(0))
+    m = exp.metrics(cfg, params, data)
+    assert {"test_nll", "eval_sizes"} <= set(m)
+    assert np.isfinite(m["test_nll"])
+    if name == "ffjord_tabular":
+        assert "not MINIBOONE" in m["data_label"]
+        assert np.isfinite(exp.validation_loss(cfg, params, data))
+
+
+def test_ffjord2d_initial_nll_is_that_of_the_standard_normal():
+    """With zero parameters the field is 0 (the identity flow): NLL = mean ‖x‖²/2 + log 2π in 2-D."""
+    exp, cfg, data = _smoke("ffjord2d")
+    params = jax.tree_util.tree_map(jnp.zeros_like, exp.init_params(cfg, jr.PRNGKey(0)))
+    x = data["test"]
+    expected = float(np.mean(0.5 * np.sum(x**2, axis=1) + np.log(2 * np.pi)))
+    assert exp.metrics(cfg, params, data)["test_nll"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_unknown_density_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"^density must be one of .*got 'moons'$"):
+        REGISTRY["ffjord2d"].config("smoke", density="moons")
+
+
+def test_unknown_tabular_data_set_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"^data must be one of .*got 'power'$"):
+        REGISTRY["ffjord_tabular"].config("smoke", data="power")
+
+
+def test_miniboone_of_the_wrong_dimension_is_a_one_line_error(tmp_path):
+    path = tmp_path / "data.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(200, 5)))
+    exp = REGISTRY["ffjord_tabular"]
+    cfg = exp.config("smoke", data="miniboone", data_path=str(path))
+    with pytest.raises(ValueError, match=r"MINIBOONE must have 43 columns .*got shape \(200, 5\)") as err:
+        exp.load_data(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_miniboone_names_where_to_put_it(tmp_path):
+    exp = REGISTRY["ffjord_tabular"]
+    cfg = exp.config("smoke", data="miniboone", data_path=str(tmp_path / "nope.npy"))
+    with pytest.raises(FileNotFoundError, match="MINIBOONE not found"):
+        exp.load_data(cfg)
+
+
+def test_train_size_beyond_the_split_is_an_error():
+    exp = REGISTRY["ffjord_tabular"]
+    with pytest.raises(ValueError, match=r"^train_size must be at most the 462 training rows"):
+        exp.load_data(exp.config("smoke", train_size=1000, batch_size=50))
+
+
+@pytest.mark.parametrize("name", FFJORD)
+def test_the_regularisers_see_z_only(name):
+    """Penalties do not change when the log-density's initial value does (its dynamics read z only)."""
+    exp, cfg, data = _smoke(name)
+    params = exp.init_params(cfg, jr.PRNGKey(1))
+    # the training problem (Hutchinson for the tabular model, exact in 2-D)
+    problem = exp.problem(cfg, params, exp.training_batch(cfg, exp.eval_arrays(cfg, data)[:8], jr.PRNGKey(2)))
+    assert problem.part == 0
+    regs = (TaylorRK(2, part=0), Kinetic(part=0), JacobianFrobenius(jr.PRNGKey(0), part=0))
+    kw = dict(solver="dopri5", rtol=1e-8, atol=1e-8, max_steps=4096, regularizers=regs)
+    z0, a0 = problem.y0
+    base = solve_problem(problem, **kw)
+    shifted = solve_problem(dataclasses.replace(problem, y0=(z0, a0 + 5.0)), **kw)
+    for k in ("R2", "kinetic", "frobenius"):
+        # equal up to the solve's tolerance (a's value enters the step-size control, not the integrands)
+        np.testing.assert_allclose(shifted.reg[k], base.reg[k], rtol=1e-7)
+    np.testing.assert_allclose(shifted.y1[1], base.y1[1] + 5.0, rtol=1e-7)
+
+
+def test_tabular_training_uses_the_hutchinson_probe_and_evaluation_the_exact_trace():
+    exp, cfg, data = _smoke("ffjord_tabular")
+    params = exp.init_params(cfg, jr.PRNGKey(0))
+    x = exp.eval_arrays(cfg, data)[:4]
+    train_problem = exp.problem(cfg, params, exp.training_batch(cfg, x, jr.PRNGKey(0)))
+    eval_problem = exp.problem(cfg, params, x)
+    assert train_problem.field.divergence == "gaussian" and train_problem.args[1].shape == x.shape
+    assert eval_problem.field.divergence == "exact" and eval_problem.args[1] is None
+
+
+def test_adamw_is_the_tabular_optimiser():
+    cfg = REGISTRY["ffjord_tabular"].config("cpu")
+    assert cfg.optimizer == "adamw" and cfg.weight_decay == 1e-6
+    assert isinstance(make_optimizer(cfg), optax.GradientTransformation)

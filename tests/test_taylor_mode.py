@@ -54,8 +54,8 @@ def _case(name):
         y = jr.normal(k1, (3, 20))
         return as_field(module), 0.0, y, module.init(k2, 0.0, y)
     if name.startswith("conv_"):
-        module = ConcatConvField(hidden=(4, 4), activation="softplus", impl=name[5:])
-        y = jr.normal(k1, (2, 5, 5, 1))
+        module = ConcatConvField(hidden=(3,), activation="softplus", impl=name[5:])
+        y = jr.normal(k1, (2, 4, 4, 1))
         return as_field(module), 0.6, y, _random_params(k2, module.init(k2, 0.0, y))
     if name == "dict":
         y = {"u": jr.normal(k1, (2, 3)), "v": jr.normal(k2, (2, 3))}

@@ -185,10 +185,19 @@ def _ode_rule(weight: Callable):
         w = aux.setdefault("w", [])
         while len(w) < k:
             w.append(weight(len(w), u, v, w))
-        terms = [_scale(j / k, _mul(u[j], w[k - j])) for j in range(1, k + 1)]
-        return [_sum(terms, v.aval)]
+        ju = _scaled_terms(u, k, aux)
+        s = _sum([_mul(ju[j], w[k - j]) for j in range(1, k + 1)], v.aval)
+        return [None if s is None else s * (1.0 / k)]
 
     return rule
+
+
+def _scaled_terms(u, k, aux):
+    """The list (0, u_1, 2 u_2, ..., k u_k), each j u_j formed once and kept in `aux`."""
+    ju = aux.setdefault("ju", [None])
+    while len(ju) <= k:
+        ju.append(_scale(float(len(ju)), u[len(ju)]))
+    return ju
 
 
 def _self_square(j, v):

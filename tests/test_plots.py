@@ -213,3 +213,24 @@ def test_penalties_against_nfe_grid_and_checks():
 def test_figures_wider_than_the_column_are_refused():
     with pytest.raises(ValueError, match="at most"):
         plots._figure(plots.MAX_WIDTH + 1, 3)
+
+
+def test_density_panels_three_panels_per_model_and_checks():
+    g = np.linspace(-4, 4, 30)
+    xx, yy = np.meshgrid(g, g)
+    dens = np.exp(-(xx**2 + yy**2) / 2) / (2 * np.pi)
+    rng = np.random.default_rng(0)
+    rows = [{"density": dens, "samples": rng.normal(size=(500, 2)), "title": t} for t in ("none", "R2")]
+    fig = plots.density_panels(rng.normal(size=(500, 2)), rows, extent=4.0)
+    _fits_column(fig)
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    assert [ax.get_ylabel() for ax in axes[::3]] == ["none", "R2"]
+    assert len(axes[1].get_images()) == 1
+    with pytest.raises(ValueError, match="rows must hold"):
+        plots.density_panels(rng.normal(size=(5, 2)), [], extent=4.0)
+    with pytest.raises(ValueError, match=r"data must have shape \(n, 2\)"):
+        plots.density_panels(rng.normal(size=(5, 3)), rows, extent=4.0)
+    with pytest.raises(ValueError, match="density must be a square"):
+        plots.density_panels(rng.normal(size=(5, 2)), [{**rows[0], "density": dens[:5]}], extent=4.0)
+

@@ -33,6 +33,7 @@ __all__ = [
     "training_nfe",
     "runs_by_seed",
     "penalties_against_nfe",
+    "density_panels",
 ]
 
 MAX_WIDTH = 8.0  # inches: the page column of the book's HTML theme
@@ -397,3 +398,40 @@ def penalties_against_nfe(values: Mapping[str, Sequence[float]], nfe: Sequence[f
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
+
+def density_panels(data, rows: Sequence[Mapping], *, extent: float) -> Figure:
+    """A 2-D density model per row: the data, the learned density as a heat map, and samples.
+
+    **Arguments**
+    - `data`: points of the data set, an array `(n, 2)` (drawn in every row's first panel).
+    - `rows`: one mapping per model with `density` (an array `(m, m)` of p(x) on the square
+      grid [−extent, extent]², rows along x₂, as `numpy.meshgrid` gives), `samples` (an array
+      `(k, 2)` drawn from the model) and `title` (e.g. the regulariser with its test NLL and NFE).
+    - `extent`: half-width of the square shown.
+
+    **Returns** the figure: `len(rows)` rows of three panels, equal aspect, shared axes.
+
+    **Raises** `ValueError` for no rows, points that are not `(n, 2)`, or a density that is not square.
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one model")
+    data = np.asarray(data)
+    if data.ndim != 2 or data.shape[1] != 2:
+        raise ValueError(f"data must have shape (n, 2), got {data.shape}")
+    fig, axes = _figure(7.2, 2.45 * len(rows), len(rows), 3, sharex=True, sharey=True, squeeze=False)
+    box = (-extent, extent, -extent, extent)
+    for ax_row, r in zip(axes, rows):
+        dens, samples = np.asarray(r["density"]), np.asarray(r["samples"])
+        if dens.ndim != 2 or dens.shape[0] != dens.shape[1]:
+            raise ValueError(f"row {r.get('title', '')!r}: density must be a square (m, m) array, got {dens.shape}")
+        if samples.ndim != 2 or samples.shape[1] != 2:
+            raise ValueError(f"row {r.get('title', '')!r}: samples must have shape (k, 2), got {samples.shape}")
+        ax_row[0].hist2d(data[:, 0], data[:, 1], bins=100, range=[box[:2], box[2:]], cmap="viridis")
+        ax_row[1].imshow(dens, origin="lower", extent=box, cmap="viridis", aspect="equal")
+        ax_row[2].hist2d(samples[:, 0], samples[:, 1], bins=100, range=[box[:2], box[2:]], cmap="viridis")
+        for ax, name in zip(ax_row, ("data", "learned density", "samples")):
+            ax.set(xlim=box[:2], ylim=box[2:], aspect="equal", xticks=[], yticks=[])
+            ax.set_title(name, fontsize=9)
+        ax_row[0].set_ylabel(r.get("title", ""), fontsize=9)
+    fig.tight_layout()
+    return fig

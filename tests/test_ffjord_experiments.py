@@ -68,9 +68,20 @@ def test_ffjord2d_initial_nll_is_that_of_the_standard_normal():
     """With zero parameters the field is 0 (the identity flow): NLL = mean ‖x‖²/2 + log 2π in 2-D."""
     exp, cfg, data = _smoke("ffjord2d")
     params = jax.tree_util.tree_map(jnp.zeros_like, exp.init_params(cfg, jr.PRNGKey(0)))
-    x = data["test"]
+    x = exp.eval_arrays(cfg, data)
     expected = float(np.mean(0.5 * np.sum(x**2, axis=1) + np.log(2 * np.pi)))
     assert exp.metrics(cfg, params, data)["test_nll"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_ffjord2d_points_follow_the_config_not_the_loaded_data():
+    """A sweep loads data once for all its runs: the points must still be the run's density."""
+    from taynode.data.toy2d import sample_toy2d
+
+    exp = REGISTRY["ffjord2d"]
+    first, other = exp.config("smoke"), exp.config("smoke", density="pinwheel", seed=3)
+    data = exp.load_data(first)
+    np.testing.assert_array_equal(exp.train_arrays(other, data), sample_toy2d("pinwheel", 500, seed=3))
+    np.testing.assert_array_equal(exp.eval_arrays(other, data), sample_toy2d("pinwheel", 200, seed=12345))
 
 
 def test_unknown_density_is_a_one_line_error():

@@ -117,15 +117,16 @@ class FFJORD2D(Experiment):
         return f"{self.name}_{cfg.density}_{cfg.preset}_{cfg.regularization.name}_seed{cfg.seed}"
 
     def load_data(self, cfg, progress=True):
-        dtype = np.dtype(cfg.dtype)
-        return {"train": sample_toy2d(cfg.density, cfg.train_size, seed=cfg.seed, dtype=dtype),
-                "test": sample_toy2d(cfg.density, cfg.test_size, seed=TEST_SEED, dtype=dtype)}
+        """Nothing to load: the points are drawn from `cfg` (a sweep shares this over densities)."""
+        return {}
 
     def train_arrays(self, cfg, data):
-        return data["train"]
+        """`train_size` points of `cfg.density` drawn with the run's seed."""
+        return sample_toy2d(cfg.density, cfg.train_size, seed=cfg.seed, dtype=np.dtype(cfg.dtype))
 
     def eval_arrays(self, cfg, data):
-        return data["test"]
+        """`test_size` fresh points of `cfg.density` drawn with `TEST_SEED` (the same for every run)."""
+        return sample_toy2d(cfg.density, cfg.test_size, seed=TEST_SEED, dtype=np.dtype(cfg.dtype))
 
     def init_params(self, cfg, key):
         return _module(cfg).init(key, jnp.zeros((), cfg.dtype), jnp.zeros((1, 2), cfg.dtype))
@@ -141,7 +142,7 @@ class FFJORD2D(Experiment):
 
     def metrics(self, cfg, params, data):
         """Test NLL (nats, mean over the `test_size` fresh points) at the evaluation tolerance."""
-        x = data["test"]
+        x = self.eval_arrays(cfg, data)
         total = 0.0
         for i in range(0, len(x), cfg.eval_chunk):
             total += float(jnp.sum(_nll_per_example(final_state(self, cfg, params, x[i:i + cfg.eval_chunk]))))

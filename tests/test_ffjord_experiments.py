@@ -15,7 +15,7 @@ from taynode.objective import make_loss, make_train_step
 from taynode.optim import make_optimizer
 from taynode.regularizers import JacobianFrobenius, Kinetic, TaylorRK
 
-FFJORD = ("ffjord2d", "ffjord_tabular")
+FFJORD = ("ffjord2d", "ffjord_tabular", "ffjord_mnist")
 
 
 @pytest.mark.parametrize("name", FFJORD)
@@ -57,8 +57,9 @@ def test_metrics_report_the_test_nll_in_nats(name):
     exp, cfg, data = _smoke(name)
     params = exp.init_params(cfg, jr.PRNGKey(0))
     m = exp.metrics(cfg, params, data)
-    assert {"test_nll", "eval_sizes"} <= set(m)
-    assert np.isfinite(m["test_nll"])
+    nll = "test_bpd" if name == "ffjord_mnist" else "test_nll"
+    assert {nll, "eval_sizes"} <= set(m)
+    assert np.isfinite(m[nll])
     if name == "ffjord_tabular":
         assert "not MINIBOONE" in m["data_label"]
         assert np.isfinite(exp.validation_loss(cfg, params, data))
@@ -117,13 +118,13 @@ def test_train_size_beyond_the_split_is_an_error():
         exp.load_data(exp.config("smoke", train_size=1000, batch_size=50))
 
 
-@pytest.mark.parametrize("name", FFJORD)
+@pytest.mark.parametrize("name", ["ffjord2d", "ffjord_tabular", pytest.param("ffjord_mnist", marks=pytest.mark.slow)])
 def test_the_regularisers_see_z_only(name):
     """Penalties do not change when the log-density's initial value does (its dynamics read z only)."""
     exp, cfg, data = _smoke(name)
     params = exp.init_params(cfg, jr.PRNGKey(1))
-    # the training problem (Hutchinson for the tabular model, exact in 2-D)
-    problem = exp.problem(cfg, params, exp.training_batch(cfg, exp.eval_arrays(cfg, data)[:8], jr.PRNGKey(2)))
+    # the training problem (Hutchinson for the tabular and image models, exact in 2-D)
+    problem = exp.problem(cfg, params, exp.training_batch(cfg, exp.train_arrays(cfg, data)[:8], jr.PRNGKey(2)))
     assert problem.part == 0
     regs = (TaylorRK(2, part=0), Kinetic(part=0), JacobianFrobenius(jr.PRNGKey(0), part=0))
     kw = dict(solver="dopri5", rtol=1e-8, atol=1e-8, max_steps=4096, regularizers=regs)
@@ -150,3 +151,30 @@ def test_adamw_is_the_tabular_optimiser():
     cfg = REGISTRY["ffjord_tabular"].config("cpu")
     assert cfg.optimizer == "adamw" and cfg.weight_decay == 1e-6
     assert isinstance(make_optimizer(cfg), optax.GradientTransformation)
+
+
+def test_mnist_downsample_is_the_rounded_block_mean():
+    from taynode.experiments.ffjord_mnist import downsample
+
+    img = np.arange(28 * 28, dtype=np.int64).reshape(1, 28, 28) % 256
+    small = downsample(img.astype(np.uint8), 14)
+    assert small.shape == (1, 14, 14) and small.dtype == np.uint8
+    assert small[0, 0, 0] == np.rint(np.mean(img[0, :2, :2]))
+    assert downsample(img.astype(np.uint8), 28) is not None
+
+
+def test_mnist_bad_image_size_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"^image_size must be 14 or 28, got 20$"):
+        REGISTRY["ffjord_mnist"].config("smoke", image_size=20)
+
+
+@pytest.mark.slow
+def test_mnist_flow_starts_as_the_identity():
+    """The last layer is zero-initialised: f = 0, so bits/dim is that of N(0, I) on the logit-transformed pixels."""
+    from taynode.cnf import bits_per_dim, standard_normal_log_prob
+
+    exp, cfg, data = _smoke("ffjord_mnist")
+    params = exp.init_params(cfg, jr.PRNGKey(0))
+    arrays = exp.eval_arrays(cfg, data)
+    expected = np.mean(bits_per_dim(standard_normal_log_prob(jnp.asarray(arrays["y"])) + arrays["logdet"], 196))
+    assert exp.metrics(cfg, params, data)["test_bpd"] == pytest.approx(float(expected), rel=1e-5)

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from . import ffjord2d, ffjord_tabular, mnist, physionet, toy
+from . import ffjord2d, ffjord_mnist, ffjord_tabular, mnist, physionet, toy
 
 __all__ = ["REGISTRY", "get"]
 
 REGISTRY = {exp.name: exp for exp in (toy.EXPERIMENT, mnist.EXPERIMENT, physionet.EXPERIMENT,
-                                        ffjord2d.EXPERIMENT, ffjord_tabular.EXPERIMENT)}
+                                        ffjord2d.EXPERIMENT, ffjord_tabular.EXPERIMENT, ffjord_mnist.EXPERIMENT)}
 
 
 def get(name: str):

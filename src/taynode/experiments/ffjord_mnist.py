@@ -1,0 +1,216 @@
+"""FFJORD on MNIST: the paper's single-scale continuous normalising flow, in bits per dimension.
+
+    taynode train ffjord_mnist --preset gpu --reg taylor --order 2 --lam 3e-4
+
+**Data.** MNIST pixels (`taynode.data.load_mnist`), optionally reduced to 14×14 by 2×2 block
+means rounded to 256 levels (`image_size=14`). Training batches are dequantised afresh every step,
+x = (pixel + u)/256 with u ~ U(0, 1), and mapped by the logit transform y = logit(α + (1 − 2α)x),
+α = 1e-5 (`taynode.cnf`); the test images are dequantised once with the fixed seed `TEST_SEED`.
+
+**Model.** As the paper's `ffjord_mnist.py`: one flow on the image, field ConcatConv2D
+64-64-64-1 (3×3, softplus, last layer zero-initialised, so the flow starts as the identity),
+Hutchinson's trace with a Rademacher probe, Adam 1e-3 with a 1000-step warm-up, batch 200,
+Dopri5 at rtol = atol = 1e-5 (the `paper` and `gpu` presets). The loss is bits/dim of the
+256-level pixels, log-Jacobian of the logit transform included. The regularisers see z only.
+
+**Probes in evaluation.** The test NLL, NFE and penalties use one fixed Rademacher probe image
+(drawn from `PRNGKey(TEST_SEED)`) shared by every test example, so that an example solved alone
+sees the same probe as in a joint batch.
+
+**Scale.** One training step at full size is far too slow for 2 CPU cores
+(`benchmarks/ffjord_step.py` times it); the `cpu` preset is a stated reduction: 14×14 images,
+hidden channels 16-16-16, batch 100, 1000 training images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .._checks import check_ints
+from ..cnf import (
+    CNF,
+    ConcatConvField,
+    bits_per_dim,
+    dequantize,
+    draw_probe,
+    logit_transform,
+    standard_normal_log_prob,
+)
+from ..configs import ExperimentConfig, field
+from ..evaluation import final_state
+from ..experiment import Experiment, Problem
+from ..models import as_field
+
+__all__ = ["FFJORDMNISTConfig", "FFJORDMNIST", "EXPERIMENT", "PRESETS", "SWEEPS", "TEST_SEED", "downsample",
+           "sample_images"]
+
+TEST_SEED = 12345
+ALPHA = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class FFJORDMNISTConfig(ExperimentConfig):
+    """One MNIST flow; the defaults are the `cpu` preset (a stated reduction of the original)."""
+
+    image_size: int = field(14, "28 (original) or 14 (2×2 block means)")
+    hidden: tuple = field((16, 16, 16), "channels of the ConcatConv2D hidden layers (original: 64 64 64)")
+    conv_impl: str = field("im2col", "conv | im2col (same values; im2col trains faster on CPU)")
+    test_size: int = field(200, "test images on which the test bits/dim are measured")
+    # shared fields with this experiment's values
+    rtol: float = field(1e-5, "relative tolerance of the training solves (original: 1e-5)")
+    atol: float = field(1e-5, "absolute tolerance of the training solves (original: 1e-5)")
+    eval_rtol: float = field(1e-5, "relative tolerance of evaluation")
+    eval_atol: float = field(1e-5, "absolute tolerance of evaluation")
+    dtype: str = field("float32", "float32 (original) | float64")
+    warmup_steps: int = field(100, "linear learning-rate warm-up (original: 1000)")
+    epochs: int = field(2, "passes over the training images")
+    batch_size: int = field(100, "training batch size (original: 200)")
+    train_size: int = field(1000, "training images used")
+    nfe_examples: int = field(200, "test images of the joint-batch NFE (in batches of batch_size)")
+    nfe_per_example: int = field(5, "test images solved one at a time for the per-example NFE")
+    reg_examples: int = field(100, "test images on which R_2, R_3, kinetic and Frobenius are reported")
+    eval_chunk: int = field(100, "images solved jointly for the test bits/dim and penalties")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.image_size not in (14, 28):
+            raise ValueError(f"image_size must be 14 or 28, got {self.image_size!r}")
+        if not self.hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+                                      for h in self.hidden):
+            raise ValueError(f"hidden must be a non-empty tuple of ints >= 1, got {self.hidden!r}")
+        check_ints(self, ("test_size",))
+
+    @property
+    def dims(self) -> int:
+        return self.image_size**2
+
+
+PRESETS = {
+    "smoke": dict(train_size=20, batch_size=10, epochs=1, hidden=(4, 4), test_size=10, nfe_examples=10,
+                  nfe_per_example=2, reg_examples=10, eval_chunk=10, warmup_steps=0),
+    "cpu": dict(),
+    "gpu": dict(image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200, train_size=60000,
+                epochs=10, warmup_steps=1000, test_size=10000, nfe_examples=1000, nfe_per_example=20,
+                reg_examples=1000, eval_chunk=200),
+    # ffjord_mnist.py: Adam 1e-3 (1000-step warm-up, ÷10 at epoch 80), batch 200, 100 epochs
+    "paper": dict(image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200, train_size=60000,
+                  epochs=100, warmup_steps=1000, lr_boundaries=(80,), lr_values=(1e-3, 1e-4), test_size=10000,
+                  nfe_examples=1000, nfe_per_example=100, reg_examples=1000, eval_chunk=200),
+}
+
+SWEEPS = {"full": ({"reg": "none", "seed": 0}, {"reg": "taylor", "order": 2, "lam": 3e-4, "seed": 0})}
+
+
+def downsample(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images `(n, 28, 28)` at `size` 28 (unchanged) or 14 (2×2 block means, rounded)."""
+    if size == 28:
+        return images
+    blocks = images.reshape(len(images), 14, 2, 14, 2).astype(np.float64).mean(axis=(2, 4))
+    return np.clip(np.rint(blocks), 0, 255).astype(np.uint8)
+
+
+class SharedProbeField(eqx.Module):
+    """The flow's augmented field with its probe broadcast to the batch.
+
+    args = (params, probe): a probe of one example's shape `(1, *event)` is shared by every row
+    (evaluation; also when one example is solved alone), a probe of the batch's shape is per row.
+    """
+
+    augmented: Any = eqx.field(static=True)
+
+    def __call__(self, t, state, args):
+        params, probe = args
+        return self.augmented(t, state, (params, jnp.broadcast_to(probe, state[0].shape)))
+
+
+def _field(cfg):
+    return as_field(ConcatConvField(hidden=tuple(cfg.hidden), activation="softplus", impl=cfg.conv_impl))
+
+
+def _flow(cfg):
+    return CNF(_field(cfg), (cfg.image_size, cfg.image_size, 1), divergence="rademacher")
+
+
+def _test_probe(cfg):
+    return draw_probe(jr.PRNGKey(TEST_SEED), (1, cfg.image_size, cfg.image_size, 1), jnp.dtype(cfg.dtype))
+
+
+def _bpd(cfg, y1, logdet):
+    z, a = y1
+    return bits_per_dim(standard_normal_log_prob(z) - a + logdet, cfg.dims)
+
+
+class FFJORDMNIST(Experiment):
+    """MNIST density estimation with the paper's single-scale CNF (bits/dim)."""
+
+    name = "ffjord_mnist"
+    Config = FFJORDMNISTConfig
+    presets = PRESETS
+    sweeps = SWEEPS
+    description = "FFJORD on MNIST, single-scale flow, bits/dim"
+
+    def load_data(self, cfg, progress=True):
+        from ..data import load_mnist
+
+        return load_mnist(progress=progress)
+
+    def train_arrays(self, cfg, data):
+        return downsample(data["train_images"][: cfg.train_size], cfg.image_size)[..., None]
+
+    def eval_arrays(self, cfg, data):
+        """The first `test_size` test images, dequantised with `TEST_SEED` and logit-transformed."""
+        pixels = downsample(data["test_images"][: cfg.test_size], cfg.image_size)[..., None]
+        x = dequantize(jr.PRNGKey(TEST_SEED), pixels, dtype=jnp.dtype(cfg.dtype))
+        y, logdet = logit_transform(x, ALPHA)
+        return {"y": np.asarray(y), "logdet": np.asarray(logdet)}
+
+    def init_params(self, cfg, key):
+        s = cfg.image_size
+        return _field(cfg).module.init(key, jnp.zeros((), cfg.dtype), jnp.zeros((1, s, s, 1), cfg.dtype))
+
+    def training_batch(self, cfg, batch, key):
+        """Fresh dequantisation noise and Hutchinson probes (one per image) from the step's key."""
+        k_deq, k_probe = jr.split(key)
+        x = dequantize(k_deq, batch, dtype=jnp.dtype(cfg.dtype))
+        y, logdet = logit_transform(x, ALPHA)
+        return {"y": y, "logdet": logdet, "probe": draw_probe(k_probe, y.shape, y.dtype, "rademacher")}
+
+    def problem(self, cfg, params, batch):
+        y = jnp.asarray(batch["y"])
+        probe = batch["probe"] if "probe" in batch else _test_probe(cfg)
+        zero = jnp.zeros(y.shape[:1], y.dtype)
+        return Problem(SharedProbeField(_flow(cfg).augmented()), (y, zero), (params, probe), part=0)
+
+    def loss(self, cfg, params, batch, sol, key, step):
+        bpd = jnp.mean(_bpd(cfg, sol.y1, batch["logdet"]))
+        return bpd, {"bpd": bpd}
+
+    def metrics(self, cfg, params, data):
+        """Test bits/dim (Hutchinson, the fixed probe) on the first `test_size` test images."""
+        arrays = self.eval_arrays(cfg, data)
+        n = len(arrays["y"])
+        total = 0.0
+        for i in range(0, n, cfg.eval_chunk):
+            chunk = {k: v[i:i + cfg.eval_chunk] for k, v in arrays.items()}
+            total += float(jnp.sum(_bpd(cfg, final_state(self, cfg, params, chunk), jnp.asarray(chunk["logdet"]))))
+        return {"test_bpd": total / n, "eval_sizes": {"test": n}}
+
+    def summary(self, metrics):
+        return f"test {metrics['test_bpd']:.3f} bits/dim"
+
+
+def sample_images(cfg, params, key, num: int):
+    """`num` samples as pixel intensities in [0, 1], `(num, size, size)` (the flow run backwards)."""
+    from ..cnf import inverse_logit_transform
+
+    y = _flow(cfg).sample(params, key, num, dtype=jnp.dtype(cfg.dtype))
+    return jnp.clip(inverse_logit_transform(y, ALPHA), 0.0, 1.0)[..., 0]
+
+
+EXPERIMENT = FFJORDMNIST()

@@ -178,3 +178,18 @@ def test_mnist_flow_starts_as_the_identity():
     arrays = exp.eval_arrays(cfg, data)
     expected = np.mean(bits_per_dim(standard_normal_log_prob(jnp.asarray(arrays["y"])) + arrays["logdet"], 196))
     assert exp.metrics(cfg, params, data)["test_bpd"] == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_tabular_run_keeps_the_parameters_with_the_lowest_validation_nll(tmp_path):
+    from taynode import runner
+
+    exp = REGISTRY["ffjord_tabular"]
+    cfg = exp.config("smoke", epochs=3, eval_every=1, lr=0.05)
+    record = runner.train(exp, cfg, out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
+    vals = [h["eval"]["val_loss"] for h in record["history"] if "eval" in h]
+    assert len(vals) == cfg.num_steps
+    assert record["metrics"]["val_loss"] == min(vals)
+    _, params, _ = runner.load_run(exp, tmp_path / f"{record['run']}.json")
+    data = exp.load_data(cfg, progress=False)
+    assert exp.validation_loss(cfg, params, data) == pytest.approx(min(vals), rel=1e-10)

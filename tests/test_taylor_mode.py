@@ -63,7 +63,9 @@ def _case(name):
     raise ValueError(name)
 
 
-FIELDS = ["mlp_tanh", "mlp_sigmoid", "mlp_softplus", "mnist", "latent", "conv_conv", "conv_im2col", "dict"]
+# FFJORD's ConcatConv2D through its im2col implementation (pad, slices, concatenate, one product); XLA's
+# convolution primitive is covered to order 4 by `test_conv_primitive` (its float64 compilation is slow).
+FIELDS = ["mlp_tanh", "mlp_sigmoid", "mlp_softplus", "mnist", "latent", "conv_im2col", "dict"]
 
 
 JVP_TOP = 4  # nested jvp's program doubles with every order: the reference up to order 4, jet beyond
@@ -203,6 +205,15 @@ def test_solve_r3_gradient_matches_jet():
     (_, g_taylor), (_, g_jet) = _rk_value_and_grad("taylor"), _rk_value_and_grad("jet")
     for a, b in zip(jax.tree_util.tree_leaves(g_taylor), jax.tree_util.tree_leaves(g_jet)):
         assert rel_err(a, b) <= 1e-8
+
+
+def test_conv_primitive():
+    """FFJORD's ConcatConv2D with XLA's convolution, orders 1..4, against nested jvp."""
+    f, t, y, p = _case("conv_conv")
+    out = jax.jit(lambda y, p: solution_derivatives(f, t, y, p, 4, method="taylor"))(y, p)
+    ref = jax.jit(lambda y, p: solution_derivatives(f, t, y, p, 4, method="jvp"))(y, p)
+    for a, b in zip(out, ref):
+        _assert_close(a, b)
 
 
 def test_flax_conv_module_directly():

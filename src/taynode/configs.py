@@ -46,6 +46,7 @@ class ExperimentConfig:
     lam: float = field(0.0, "λ of R_K (reg=taylor)")
     lam_kin: float = field(0.0, "RNODE kinetic weight (reg=rnode)")
     lam_fro: float = field(0.0, "RNODE Frobenius weight (reg=rnode)")
+    estimator: str = field("exact", "R_K estimator (reg=taylor): exact (an ODE state) | sampled (one point per step)")
     # solver
     solver: str = field("dopri5", f"one of {sorted(SOLVERS)}")
     rtol: float = field(PAPER_TOL, "relative tolerance of the training solves")

@@ -11,7 +11,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
+from .regularizers import ESTIMATORS, JacobianFrobenius, Kinetic, TaylorRK
 from .taylor import _check_order
 
 __all__ = ["KINDS", "Regularization"]
@@ -34,6 +34,8 @@ class Regularization:
     - `order`: K of R_K (`kind="taylor"`).
     - `lam`: λ of R_K (`kind="taylor"`, > 0).
     - `lam_kin`, `lam_fro`: RNODE's weights (`kind="rnode"`, at least one > 0).
+    - `estimator`: `"exact"` (R_K as an ODE state) or `"sampled"` (one point per solver step;
+      `TaylorRK`); `kind="taylor"` only.
 
     **Raises** `ValueError` naming the field for a weight that does not belong to `kind`, a
     missing weight, or a bad value.
@@ -44,6 +46,7 @@ class Regularization:
     lam: float = 0.0
     lam_kin: float = 0.0
     lam_fro: float = 0.0
+    estimator: str = "exact"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -59,14 +62,21 @@ class Regularization:
             raise ValueError(f"lam only applies to reg='taylor', got reg={self.kind!r} with lam={self.lam}")
         if self.kind != "rnode" and (self.lam_kin or self.lam_fro):
             raise ValueError(f"lam_kin/lam_fro only apply to reg='rnode', got reg={self.kind!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.kind != "taylor" and self.estimator != "exact":
+            raise ValueError(f"estimator='sampled' only applies to reg='taylor', got reg={self.kind!r}")
 
     @classmethod
     def of(cls, cfg) -> Regularization:
-        """The regularisation of a config with fields `reg`, `order`, `lam`, `lam_kin`, `lam_fro`."""
-        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro)
+        """The regularisation of a config with fields `reg`, `order`, `lam`, `lam_kin`, `lam_fro`, `estimator`."""
+        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro, getattr(cfg, "estimator", "exact"))
 
     def regularizers(self, key, part=None) -> tuple:
-        """The regularisers a training solve integrates (`key` draws RNODE's Hutchinson probe)."""
+        """The regularisers a training solve integrates (`key` draws RNODE's Hutchinson probe, or the
+        sample points of a sampled R_K)."""
+        if self.kind == "taylor" and self.estimator == "sampled":
+            return (TaylorRK(self.order, part=part, estimator="sampled", key=key),)
         if self.kind == "taylor":
             return (TaylorRK(self.order, part=part),)
         if self.kind == "rnode":
@@ -83,9 +93,9 @@ class Regularization:
 
     @property
     def name(self) -> str:
-        """Run-name fragment: `none`, `taylor_K2_lam1`, `rnode_kin1_fro1`."""
+        """Run-name fragment: `none`, `taylor_K2_lam1`, `taylor_K2_lam1_sampled`, `rnode_kin1_fro1`."""
         if self.kind == "taylor":
-            return f"taylor_K{self.order}_lam{self.lam:g}"
+            return f"taylor_K{self.order}_lam{self.lam:g}" + ("_sampled" if self.estimator == "sampled" else "")
         if self.kind == "rnode":
             return f"rnode_kin{self.lam_kin:g}_fro{self.lam_fro:g}"
         return "none"
@@ -94,7 +104,8 @@ class Regularization:
     def label(self) -> str:
         """What a chapter prints: `unregularised`, `$R_2$, λ = 1`, `RNODE, λ_kin = 1, λ_fro = 1`."""
         if self.kind == "taylor":
-            return f"$R_{self.order}$, λ = {self.lam:g}"
+            sampled = " (sampled)" if self.estimator == "sampled" else ""
+            return f"$R_{self.order}${sampled}, λ = {self.lam:g}"
         if self.kind == "rnode":
             return f"RNODE, λ_kin = {self.lam_kin:g}, λ_fro = {self.lam_fro:g}"
         return "unregularised"

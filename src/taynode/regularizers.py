@@ -27,7 +27,7 @@ import jax.tree_util as jtu
 
 from .taylor import METHODS, _check_order, derivatives_from
 
-__all__ = ["AbstractRegularizer", "TaylorRK", "Kinetic", "JacobianFrobenius", "per_example_mean_square"]
+__all__ = ["AbstractRegularizer", "ESTIMATORS", "TaylorRK", "Kinetic", "JacobianFrobenius", "per_example_mean_square"]
 
 
 def per_example_mean_square(tree, batched: bool):
@@ -98,6 +98,9 @@ class AbstractRegularizer(eqx.Module):
         return self.integrand(t, z, args, _PartField(vector_field, self.part, y), dz, batched)
 
 
+ESTIMATORS = ("exact", "sampled")
+
+
 class TaylorRK(AbstractRegularizer):
     """R_K: the integrand mean_D (d^K y/dt^K)², the K-th *total* time derivative of the solution.
 
@@ -105,17 +108,34 @@ class TaylorRK(AbstractRegularizer):
     - `order`: K, an int >= 1 (K = 1 is the kinetic energy of the field).
     - `method`: `"jet"` (Taylor mode, default) or `"jvp"` (nested jvp reference).
     - `part`: which part of a pytree state it sees (see the module docstring).
+    - `estimator`: `"exact"` (default): the integral is an extra ODE state, its integrand
+      evaluated at every stage of every step and part of the step-size control. `"sampled"`:
+      one evaluation per attempted step, at t_i + u·h_i with u ~ U(0, 1), on the solver's
+      dense interpolant, weighted by h_i, and left out of the step-size control (see
+      `taynode.solve`). Given the step grid its expectation is the integral along the
+      interpolated solution.
+    - `key`: a `jax.random` key, required by `estimator="sampled"` (draws the points u).
 
     Name: `"R{K}"`.
     """
 
     order: int = eqx.field(static=True)
     method: str = eqx.field(static=True, default="jet")
+    estimator: str = eqx.field(static=True, default="exact")
+    key: Any = None
 
     def __check_init__(self):
         _check_order(self.order)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.estimator == "sampled" and self.key is None:
+            raise ValueError("estimator='sampled' needs key=jax.random.PRNGKey(...) to draw its sample points")
+
+    @property
+    def sampled(self) -> bool:
+        return self.estimator == "sampled"
 
     @property
     def name(self) -> str:

@@ -18,23 +18,33 @@ evaluation). Then, exactly:
 - fixed step: `nfe = 1 + (stages − 1) · steps` (FSAL) or `stages · steps`.
 
 This is checked against a counting vector field in the tests.
+
+**Sampled regularisers.** A `TaylorRK(..., estimator="sampled")` is not an ODE state. The
+solver is wrapped (`SampledRegularizerSolver`): after each attempted step [t_i, t_i + h_i] of
+the underlying solver it evaluates the regulariser's integrand once, at t_i + u·h_i on that
+step's dense interpolant (u ~ U(0, 1) drawn from the regulariser's key and t_i), and adds
+h_i times it to an accumulator whose error estimate is zero. The step-size control sees the
+solution (and any exact regulariser states) only, so an unregularised and a sampled solve take
+the same steps. `nfe` counts the solver's evaluations of f; the sampled integrand's own
+evaluations (K − 1 derivatives beyond the f it needs) are not in it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import optimistix as optx
 
 from .regularizers import AbstractRegularizer
 
-__all__ = ["Solution", "solve", "evaluation_nfe", "get_solver", "SOLVERS", "PAPER_TOL"]
+__all__ = ["Solution", "SampledRegularizerSolver", "solve", "evaluation_nfe", "get_solver", "SOLVERS", "PAPER_TOL"]
 
 PAPER_TOL = 1.4e-8
 
@@ -174,6 +184,96 @@ class AugmentedField(eqx.Module):
         dy = self.vector_field(t, y, args)
         dr = {r.name: r(t, y, args, self.vector_field, dy, self.batched) for r in self.regularizers}
         return dy, dr
+
+
+def _sample_point(key, t0, t1):
+    """t0 + u·(t1 − t0) with u ~ U(0, 1) drawn from `key` folded with the bits of t0 (no gradient)."""
+    t0 = jnp.asarray(t0)
+    bits = jnp.atleast_1d(jax.lax.bitcast_convert_type(t0, jnp.uint32))
+    for i in range(bits.shape[0]):
+        key = jax.random.fold_in(key, bits[i])
+    u = jax.random.uniform(key, (), dtype=t0.dtype)
+    return jax.lax.stop_gradient(t0 + u * (t1 - t0))
+
+
+def _error_of_solution(error):
+    """The RMS norm of a sampled solve's error estimate over the underlying state only."""
+    return optx.rms_norm(error[0])
+
+
+class SampledRegularizerSolver(diffrax.AbstractSolver):
+    """A solver of the state (x, s): x by `base` along `field`, s the sampled regulariser sums.
+
+    Each step advances x with `base`, then adds h · integrand(t*, x(t*)) to s for every sampled
+    regulariser, with t* drawn uniformly in the step and x(t*) from `base`'s dense output of
+    that step. The error estimate of s is zero. `taynode.solve` builds it; see the module
+    docstring.
+    """
+
+    base: diffrax.AbstractSolver
+    field: Any = eqx.field(static=True)
+    regularizers: tuple
+    batched: bool = eqx.field(static=True)
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+
+    @property
+    def interpolation_cls(self):
+        return self.base.interpolation_cls
+
+    def _term(self):
+        return diffrax.ODETerm(self.field)
+
+    def order(self, terms):
+        return self.base.order(self._term())
+
+    def error_order(self, terms):
+        return self.base.error_order(self._term())
+
+    def init(self, terms, t0, t1, y0, args):
+        return self.base.init(self._term(), t0, t1, y0[0], args)
+
+    def func(self, terms, t0, y0, args):
+        return self.func_of_state(t0, y0, args)
+
+    def func_of_state(self, t, y, args):
+        """The vector field of (x, s) with s frozen: what diffrax's term of this solver evaluates."""
+        return self.field(t, y[0], args), jtu.tree_map(jnp.zeros_like, y[1])
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        x0, s0 = y0
+        x1, x_error, dense, solver_state, result = self.base.step(
+            self._term(), t0, t1, x0, args, solver_state, made_jump
+        )
+        interpolant = self.base.interpolation_cls(t0=t0, t1=t1, **dense)
+        vector_field = self.field.vector_field
+        s1 = dict(s0)
+        for r in self.regularizers:
+            t_star = _sample_point(r.key, t0, t1)
+            y_star = interpolant.evaluate(t_star)[0]
+            dy = vector_field(t_star, y_star, args)
+            s1[r.name] = s0[r.name] + (t1 - t0) * r(t_star, y_star, args, vector_field, dy, self.batched)
+        zeros = jtu.tree_map(jnp.zeros_like, s0)
+        return (x1, s1), (x_error, zeros), _wrap_dense(dense, s0, s1), solver_state, result
+
+
+def _wrap_dense(dense, s0, s1):
+    """The base solver's dense information extended to (x, s); s is held at its step-start value."""
+    out = {}
+    for name, value in dense.items():
+        if name == "y0":
+            out[name] = (value, s0)
+        elif name == "y1":
+            out[name] = (value, s1)
+        elif name == "k":
+            stages = jtu.tree_leaves(value)[0].shape[0]
+            out[name] = (value, jtu.tree_map(lambda s: jnp.zeros((stages, *s.shape), s.dtype), s0))
+        else:
+            raise ValueError(
+                f"sampled regularisers do not support solvers whose dense output has {name!r}; "
+                f"use one of {sorted(SOLVERS)}"
+            )
+    return out
 
 
 def _check_arguments(vector_field, y0, args, *, t0, t1, solver, rtol, atol, dt0, regularizers, batched, ts,
@@ -344,6 +444,39 @@ def _solve(field: AugmentedField, x0, args, t0, t1, solver, rtol, atol, dt0, ts,
     return _unpack(sol, ys, init_evals, per_step, ts=ts, save_steps=save_steps)
 
 
+@eqx.filter_jit
+def _solve_sampled(field: AugmentedField, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
+                   dense, adjoint, max_steps) -> Solution:
+    """`_solve` with sampled regularisers: the wrapped solver, error control over x only."""
+    term = diffrax.ODETerm(field)
+    adaptive = rtol is not None
+    solver_state, dt0, init_evals = _fsal_start(term, solver, t0, t1, x0, args, adaptive=adaptive, dt0=dt0,
+                                                rtol=rtol, atol=atol, adjoint=adjoint)
+    wrapped = SampledRegularizerSolver(solver, field, sampled, field.batched)
+    controller = (diffrax.PIDController(rtol=rtol, atol=atol, norm=_error_of_solution) if adaptive
+                  else diffrax.ConstantStepSize())
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(wrapped.func_of_state),
+        wrapped,
+        t0=t0,
+        t1=t1,
+        dt0=dt0,
+        y0=(x0, s0),
+        args=args,
+        saveat=_saveat(ts, save_steps, dense),
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        solver_state=solver_state,
+        throw=False,
+    )
+    (x_saved, s_saved) = _raise_on_failure(sol, rtol, atol, max_steps)
+    per_step, _ = _evals_per_step(solver)
+    (y_saved, r_saved) = x_saved
+    out = _unpack(sol, (y_saved, {**r_saved, **s_saved}), init_evals, per_step, ts=ts, save_steps=save_steps)
+    return out
+
+
 def solve(
     vector_field: Callable,
     y0,
@@ -395,8 +528,14 @@ def solve(
         regularizers=regularizers, batched=batched, ts=ts, save_steps=save_steps, adjoint=adjoint,
         max_steps=max_steps,
     )
-    field = AugmentedField(vector_field, regularizers, batched)
-    x0 = _initial_state(y0, regularizers, batched)
+    exact = tuple(r for r in regularizers if not getattr(r, "sampled", False))
+    sampled = tuple(r for r in regularizers if getattr(r, "sampled", False))
+    field = AugmentedField(vector_field, exact, batched)
+    x0 = _initial_state(y0, exact, batched)
+    if sampled:
+        _, s0 = _initial_state(y0, sampled, batched)
+        return _solve_sampled(field, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
+                              dense, adjoint, max_steps)
     return _solve(field, x0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint, max_steps)
 
 

@@ -68,7 +68,7 @@ def test_save_and_load_record_check_the_schema(tmp_path):
         load_record(tmp_path / "old.json")
 
 
-COMMITTED = sorted(p for name in REGISTRY for p in (RESULTS / name).glob(f"{name}_*.json"))
+COMMITTED = sorted(p for name in REGISTRY for p in (RESULTS / name).rglob(f"{name}_*.json"))
 
 
 def test_every_committed_record_is_current_and_names_its_tree():

@@ -137,7 +137,10 @@ class Experiment(abc.ABC):
         return make_config(self.Config, self.presets, preset, **overrides)
 
     def run_name(self, cfg) -> str:
-        return f"{self.name}_{cfg.preset}_{cfg.regularization.name}_seed{cfg.seed}"
+        """`{experiment}_{preset}[_{solver}]_{regularisation}_seed{seed}`; the solver only where it is not
+        the experiment's default."""
+        solver = "" if cfg.solver == self.Config().solver else f"_{cfg.solver}"
+        return f"{self.name}_{cfg.preset}{solver}_{cfg.regularization.name}_seed{cfg.seed}"
 
 
 def batch_slice(tree, start: int, stop: int):

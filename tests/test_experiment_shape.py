@@ -97,3 +97,10 @@ def jax_tree_size(tree):
     import jax
 
     return sum(x.size for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_run_names_carry_a_solver_that_is_not_the_default():
+    exp = REGISTRY["toy"]
+    assert exp.run_name(exp.config("cpu")) == "toy_cpu_none_seed0"
+    assert exp.run_name(exp.config("cpu", solver="bosh3", reg="taylor", order=2, lam=0.1)) == (
+        "toy_cpu_bosh3_taylor_K2_lam0.1_seed0")

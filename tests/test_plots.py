@@ -234,3 +234,22 @@ def test_density_panels_three_panels_per_model_and_checks():
     with pytest.raises(ValueError, match="density must be a square"):
         plots.density_panels(rng.normal(size=(5, 2)), [{**rows[0], "density": dens[:5]}], extent=4.0)
 
+
+
+def test_image_rows_one_row_per_model_and_checks():
+    rng = np.random.default_rng(0)
+    rows = [{"images": rng.uniform(size=(10, 14, 14)), "title": t} for t in ("data", "unregularised")]
+    fig = plots.image_rows(rows, per_row=6)
+    _fits_column(fig)
+    axes = fig.get_axes()
+    assert len(axes) == 12
+    assert [ax.get_ylabel() for ax in axes[::6]] == ["data", "unregularised"]
+    assert all(len(ax.get_images()) == 1 for ax in axes)
+    with pytest.raises(ValueError, match="rows must hold"):
+        plots.image_rows([])
+    with pytest.raises(ValueError, match=r"images must have shape \(n, h, w\)"):
+        plots.image_rows([{"images": rng.uniform(size=(10, 14)), "title": "x"}])
+    with pytest.raises(ValueError, match="fewer than per_row=8"):
+        plots.image_rows([{"images": rng.uniform(size=(3, 14, 14)), "title": "x"}])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        plots.image_rows([{"images": 255 * rng.uniform(size=(10, 14, 14)), "title": "x"}])

@@ -113,3 +113,6 @@ def test_toy_trains_with_the_sampled_estimator_through_the_cli(tmp_path):
     record = json.loads((tmp_path / "out" / "toy_smoke_taylor_K2_lam0.01_sampled_seed0.json").read_text())
     assert record["config"]["estimator"] == "sampled"
     assert all(np.isfinite(h["reg"]) and h["reg"] > 0 for h in record["history"])
+    # the step's cost in units of one field evaluation: at least the NFE of its forward solve
+    cost = record["cost"]
+    assert cost["f_eval_s"] > 0 and cost["iter_f_units"] >= cost["train_nfe_mean"] > 0

@@ -435,3 +435,36 @@ def density_panels(data, rows: Sequence[Mapping], *, extent: float) -> Figure:
         ax_row[0].set_ylabel(r.get("title", ""), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def image_rows(rows: Sequence[Mapping], *, per_row: int = 8) -> Figure:
+    """Grey-scale images, one row of panels per model (e.g. data, then samples of each flow).
+
+    **Arguments**
+    - `rows`: one mapping per row with `images` (an array `(n, h, w)` of intensities in [0, 1],
+      at least `per_row` of them) and `title` (printed at the left of the row).
+    - `per_row`: images shown per row.
+
+    **Returns** the figure: `len(rows)` rows of `per_row` panels without axes.
+
+    **Raises** `ValueError` for no rows, images that are not `(n, h, w)`, too few images, or
+    intensities outside [0, 1].
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one row of images")
+    fig, axes = _figure(7.2, 1.0 * len(rows) + 0.2, len(rows), per_row, squeeze=False)
+    for ax_row, r in zip(axes, rows):
+        images = np.asarray(r["images"])
+        name = r.get("title", "")
+        if images.ndim != 3:
+            raise ValueError(f"row {name!r}: images must have shape (n, h, w), got {images.shape}")
+        if len(images) < per_row:
+            raise ValueError(f"row {name!r}: {len(images)} images, fewer than per_row={per_row}")
+        if not np.all((images >= 0) & (images <= 1)):
+            raise ValueError(f"row {name!r}: intensities must lie in [0, 1]; scale the images first")
+        for ax, img in zip(ax_row, images):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set(xticks=[], yticks=[])
+        ax_row[0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    fig.tight_layout(w_pad=0.2, h_pad=0.3)
+    return fig

@@ -21,7 +21,7 @@ from .optim import make_optimizer
 from .records import load_record, provenance, save_record
 from .train import LoopConfig, fit, restore_checkpoint
 
-__all__ = ["train", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype"]
+__all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype"]
 
 
 def enable_dtype(cfg) -> None:
@@ -98,8 +98,36 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "history": history,
         "params_file": params_path.name,
     }
+    record["cost"] = step_cost(exp, cfg, state["params"], arrays, record)
     save_record(out_dir / f"{name}.json", record)
     return record
+
+
+def step_cost(exp: Experiment, cfg, params, arrays, record, repeats: int = 21) -> dict:
+    """A training step's cost in f-evaluation units: `iter_time_s` over one evaluation of the field.
+
+    The unit `f_eval_s` is the median time of one jitted forward evaluation of the experiment's
+    field on the first training batch with the final parameters, measured in the training
+    process right after training. `iter_f_units_per_nfe` divides by the mean training NFE of the
+    logged steps: what one counted evaluation really cost, backward pass and regulariser included.
+    """
+    import jax.numpy as jnp
+
+    batch = jtu.tree_map(lambda a: jnp.asarray(a[: cfg.batch_size]), arrays)
+    problem = exp.problem(cfg, params, exp.training_batch(cfg, batch, jr.PRNGKey(0)))
+    field = jax.jit(lambda y, args: problem.field(problem.t0, y, args))
+    jax.block_until_ready(field(problem.y0, problem.args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(field(problem.y0, problem.args))
+        times.append(time.perf_counter() - t)
+    f_eval_s = sorted(times)[len(times) // 2]
+    nfes = [h["nfe"] for h in record["history"] if "nfe" in h]
+    units = record["iter_time_s"] / f_eval_s
+    return {"f_eval_s": f_eval_s, "iter_f_units": units,
+            "train_nfe_mean": sum(nfes) / len(nfes) if nfes else None,
+            "iter_f_units_per_nfe": units / (sum(nfes) / len(nfes)) if nfes else None}
 
 
 def load_run(exp: Experiment, path):

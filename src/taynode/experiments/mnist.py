@@ -72,9 +72,13 @@ FULL = (
 )
 # The headline runs (unregularised, the strongest R_2, the strongest RNODE) at seeds 1 and 2.
 HEADLINE = (dict(reg="none"), dict(reg="taylor", order=2, lam=1.0), dict(reg="rnode", lam_kin=1.0, lam_fro=1.0))
+# The sampled R_K (chapter 04) at the strongest λ of the exact runs it is compared with.
+SAMPLED = (dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),
+           dict(reg="taylor", order=3, lam=1.0, estimator="sampled"))
 SWEEPS = {
     "full": tuple({**o, "seed": 0} for o in FULL),
     "repeat": tuple({**o, "seed": s} for s in (1, 2) for o in HEADLINE),
+    "sampled": tuple({**o, "seed": 0} for o in SAMPLED),
 }
 
 

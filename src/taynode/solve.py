@@ -416,21 +416,29 @@ def _unpack(sol, ys, init_evals, per_step, *, ts, save_steps) -> Solution:
 
 
 @eqx.filter_jit
-def _solve(field: AugmentedField, x0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint,
-           max_steps) -> Solution:
-    """The checked solve, compiled once per field, shapes and options."""
+def _solve(field: AugmentedField, sampled: tuple, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
+           dense, adjoint, max_steps) -> Solution:
+    """The checked solve, compiled once per field, shapes and options.
+
+    With sampled regularisers the solver is wrapped (`SampledRegularizerSolver`), the state is
+    (x0, s0) and the step-size control sees x only.
+    """
     term = diffrax.ODETerm(field)
     adaptive = rtol is not None
     solver_state, dt0, init_evals = _fsal_start(term, solver, t0, t1, x0, args, adaptive=adaptive, dt0=dt0,
                                                 rtol=rtol, atol=atol, adjoint=adjoint)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol) if adaptive else diffrax.ConstantStepSize()
+    outer_term, outer_solver, y0, norm = term, solver, x0, optx.rms_norm
+    if sampled:
+        outer_solver = SampledRegularizerSolver(solver, field, sampled, field.batched)
+        outer_term, y0, norm = diffrax.ODETerm(outer_solver.func_of_state), (x0, s0), _error_of_solution
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm) if adaptive else diffrax.ConstantStepSize()
     sol = diffrax.diffeqsolve(
-        term,
-        solver,
+        outer_term,
+        outer_solver,
         t0=t0,
         t1=t1,
         dt0=dt0,
-        y0=x0,
+        y0=y0,
         args=args,
         saveat=_saveat(ts, save_steps, dense),
         stepsize_controller=controller,
@@ -440,41 +448,11 @@ def _solve(field: AugmentedField, x0, args, t0, t1, solver, rtol, atol, dt0, ts,
         throw=False,
     )
     ys = _raise_on_failure(sol, rtol, atol, max_steps)
+    if sampled:
+        (y_saved, r_saved), s_saved = ys
+        ys = (y_saved, {**r_saved, **s_saved})
     per_step, _ = _evals_per_step(solver)
     return _unpack(sol, ys, init_evals, per_step, ts=ts, save_steps=save_steps)
-
-
-@eqx.filter_jit
-def _solve_sampled(field: AugmentedField, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
-                   dense, adjoint, max_steps) -> Solution:
-    """`_solve` with sampled regularisers: the wrapped solver, error control over x only."""
-    term = diffrax.ODETerm(field)
-    adaptive = rtol is not None
-    solver_state, dt0, init_evals = _fsal_start(term, solver, t0, t1, x0, args, adaptive=adaptive, dt0=dt0,
-                                                rtol=rtol, atol=atol, adjoint=adjoint)
-    wrapped = SampledRegularizerSolver(solver, field, sampled, field.batched)
-    controller = (diffrax.PIDController(rtol=rtol, atol=atol, norm=_error_of_solution) if adaptive
-                  else diffrax.ConstantStepSize())
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(wrapped.func_of_state),
-        wrapped,
-        t0=t0,
-        t1=t1,
-        dt0=dt0,
-        y0=(x0, s0),
-        args=args,
-        saveat=_saveat(ts, save_steps, dense),
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        solver_state=solver_state,
-        throw=False,
-    )
-    (x_saved, s_saved) = _raise_on_failure(sol, rtol, atol, max_steps)
-    per_step, _ = _evals_per_step(solver)
-    (y_saved, r_saved) = x_saved
-    out = _unpack(sol, (y_saved, {**r_saved, **s_saved}), init_evals, per_step, ts=ts, save_steps=save_steps)
-    return out
 
 
 def solve(
@@ -532,11 +510,9 @@ def solve(
     sampled = tuple(r for r in regularizers if getattr(r, "sampled", False))
     field = AugmentedField(vector_field, exact, batched)
     x0 = _initial_state(y0, exact, batched)
-    if sampled:
-        _, s0 = _initial_state(y0, sampled, batched)
-        return _solve_sampled(field, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
-                              dense, adjoint, max_steps)
-    return _solve(field, x0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint, max_steps)
+    _, s0 = _initial_state(y0, sampled, batched)
+    return _solve(field, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint,
+                  max_steps)
 
 
 class _OneExample(eqx.Module):

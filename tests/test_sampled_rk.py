@@ -102,6 +102,7 @@ def test_regularization_names_the_sampled_runs():
     assert Regularization("taylor", order=2, lam=0.5).name == "taylor_K2_lam0.5"
 
 
+@pytest.mark.slow
 def test_toy_trains_with_the_sampled_estimator_through_the_cli(tmp_path):
     import json
 

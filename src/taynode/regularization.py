@@ -70,15 +70,14 @@ class Regularization:
     @classmethod
     def of(cls, cfg) -> Regularization:
         """The regularisation of a config with fields `reg`, `order`, `lam`, `lam_kin`, `lam_fro`, `estimator`."""
-        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro, getattr(cfg, "estimator", "exact"))
+        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro, cfg.estimator)
 
     def regularizers(self, key, part=None) -> tuple:
         """The regularisers a training solve integrates (`key` draws RNODE's Hutchinson probe, or the
         sample points of a sampled R_K)."""
-        if self.kind == "taylor" and self.estimator == "sampled":
-            return (TaylorRK(self.order, part=part, estimator="sampled", key=key),)
         if self.kind == "taylor":
-            return (TaylorRK(self.order, part=part),)
+            sampled = self.estimator == "sampled"
+            return (TaylorRK(self.order, part=part, estimator=self.estimator, key=key if sampled else None),)
         if self.kind == "rnode":
             return (Kinetic(part=part), JacobianFrobenius(key, part=part))
         return ()

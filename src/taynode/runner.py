@@ -9,6 +9,7 @@ from pathlib import Path
 
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 
@@ -111,8 +112,6 @@ def step_cost(exp: Experiment, cfg, params, arrays, record, repeats: int = 21) -
     process right after training. `iter_f_units_per_nfe` divides by the mean training NFE of the
     logged steps: what one counted evaluation really cost, backward pass and regulariser included.
     """
-    import jax.numpy as jnp
-
     batch = jtu.tree_map(lambda a: jnp.asarray(a[: cfg.batch_size]), arrays)
     problem = exp.problem(cfg, params, exp.training_batch(cfg, batch, jr.PRNGKey(0)))
     field = jax.jit(lambda y, args: problem.field(problem.t0, y, args))

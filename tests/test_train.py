@@ -107,3 +107,29 @@ def test_loop_config_validation():
         LoopConfig(num_steps=0, steps_per_epoch=1)
     with pytest.raises(ValueError, match="eval_every must be an int >= 0"):
         LoopConfig(num_steps=1, steps_per_epoch=1, eval_every=-1)
+
+
+def test_resume_of_a_finished_run_returns_its_state(tmp_path):
+    """A run killed after its last checkpoint (e.g. during the run's metrics) resumes without training."""
+    ns = _ns()
+    loop = LoopConfig(num_steps=8, steps_per_epoch=4, seed=1, log_every=1, checkpoint_every=4)
+    evals = []
+
+    def eval_fn(state):
+        evals.append(1)
+        return {"p0": float(state["params"][0])}
+
+    ref_state, ref_hist, ref_info = fit(ns["init"](), ns["step"], ns["get_batch"], 64, 16, loop,
+                                        ckpt_dir=tmp_path, progress=False, eval_fn=eval_fn)
+    calls = [0]
+
+    def counting_step(*a):
+        calls[0] += 1
+        return ns["step"](*a)
+
+    state, hist, info = fit(ns["init"](), counting_step, ns["get_batch"], 64, 16, loop,
+                            ckpt_dir=tmp_path, resume=True, progress=False, eval_fn=eval_fn)
+    assert calls[0] == 0 and len(evals) == 1
+    assert info["resumed_from"] == 8 and info["final_eval"] == ref_info["final_eval"]
+    np.testing.assert_array_equal(np.asarray(state["params"]), np.asarray(ref_state["params"]))
+    assert hist == ref_hist

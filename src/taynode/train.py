@@ -198,8 +198,15 @@ def fit(
                 evaluate(step)
             if step % loop.checkpoint_every == 0 and step != loop.num_steps:
                 save(step)
-        final_eval = evaluate(step)
-        save(step)
+        if resumed_from is not None and resumed_from >= loop.num_steps:
+            # training had finished (a later stage, e.g. the run's metrics, was interrupted): its final
+            # evaluation and checkpoint are already there
+            final_eval = next((h["eval"] for h in reversed(history) if "eval" in h), None)
+            if final_eval is None:
+                final_eval = evaluate(step)
+        else:
+            final_eval = evaluate(step)
+            save(step)
     finally:
         bar.close()
         if mngr is not None:

@@ -23,7 +23,7 @@ def test_cli_errors_are_one_line(capsys):
         assert err == ("taynode: error: no/such/run.json does not exist: pass a run record (.json) "
                        "or a checkpoint directory")
     assert main(["sweep", "toy", "--runs", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == "taynode: error: runs must be one of ['full'] for toy, got 'nope'"
+    assert capsys.readouterr().err.strip() == "taynode: error: runs must be one of ['full', 'rq2'] for toy, got 'nope'"
 
 
 def test_cli_unknown_command_exits():
@@ -124,3 +124,36 @@ def test_bad_gpu_run_spec_is_a_one_line_error(spec):
 
     with pytest.raises(ValueError, match="runs: "):
         parse_run(spec)
+
+
+def test_rq2_lambdas_put_weight_c_on_the_initial_penalty():
+    """λ_K = c / R_K(θ0): RK_INIT against R_K of the seed-0 initial field, recomputed."""
+    import jax
+
+    from taynode.evaluation import penalty_values
+    from taynode.experiments.toy import RK_INIT, RQ2_C, SWEEPS, rq2_lam
+    from taynode.runner import enable_dtype
+
+    cfg = TOY.config("cpu")
+    enable_dtype(cfg)
+    params = TOY.init_params(cfg, jax.random.PRNGKey(cfg.seed))
+    values = penalty_values(TOY, cfg, params, TOY.load_data(cfg), orders=tuple(RK_INIT))
+    for k, r0 in RK_INIT.items():
+        assert values[f"R{k}"] == pytest.approx(r0, rel=2e-3), k
+        for c in RQ2_C:
+            assert 0.5 <= rq2_lam(k, c) * values[f"R{k}"] / c <= 1.5, (k, c)
+    runs = SWEEPS["rq2"]
+    assert len({tuple(sorted(r.items())) for r in runs}) == len(runs) == 4 + 4 * 6 * len(RQ2_C)
+
+
+def test_toy_nfe_is_null_where_the_solver_runs_out_of_steps():
+    import jax
+
+    from taynode.runner import enable_dtype
+
+    cfg = TOY.config("cpu", solver="heun", max_steps=200, eval_rtol=1e-3, eval_atol=1e-3)
+    enable_dtype(cfg)
+    params = TOY.init_params(cfg, jax.random.PRNGKey(0))
+    nfe = TOY.metrics(cfg, params, TOY.load_data(cfg))["nfe_by_tol"]
+    assert isinstance(nfe["0.0001"], int) and 2 < nfe["0.0001"] <= 2 * 200 + 1
+    assert nfe["1e-10"] is None

@@ -163,3 +163,21 @@ def test_penalty_values_rejects_bad_arguments(kw, match):
     params = EXP.init_params(cfg, jr.PRNGKey(0))
     with pytest.raises(ValueError, match=match):
         penalty_values(EXP, cfg, params, synthetic(n_train=10, n_test=5), **kw)
+
+
+@pytest.mark.slow
+def test_rq2_lambdas_are_one_over_the_unregularised_penalties():
+    """λ_K = 1 / R_K of the committed unregularised cpu model: RK_UNREG recomputed on MNIST."""
+    import dataclasses
+
+    from taynode.experiments.mnist import RK_UNREG, SWEEPS
+    from taynode.paths import RESULTS
+
+    cfg, params, _ = load_run(EXP, RESULTS / "mnist" / "mnist_cpu_none_seed0.json")
+    cfg = dataclasses.replace(cfg, eval_rtol=1e-6, eval_atol=1e-6)
+    values = penalty_values(EXP, cfg, params, EXP.load_data(cfg, progress=False), orders=tuple(RK_UNREG), n=100)
+    for k, r in RK_UNREG.items():
+        assert values[f"R{k}"] == pytest.approx(r, rel=2e-3), k
+    for run in SWEEPS["rq2"]:
+        if run["reg"] == "taylor":
+            assert 0.5 <= run["lam"] * RK_UNREG[run["order"]] <= 1.5, run

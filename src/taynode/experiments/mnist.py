@@ -75,8 +75,20 @@ HEADLINE = (dict(reg="none"), dict(reg="taylor", order=2, lam=1.0), dict(reg="rn
 # The sampled R_K (chapter 04) at the strongest λ of the exact runs it is compared with.
 SAMPLED = (dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),
            dict(reg="taylor", order=3, lam=1.0, estimator="sampled"))
+# RQ2 (chapter 04): K ∈ {2, 3, 4} × {Bosh3, Dopri5}, trained and judged at rtol = atol = 1e-6 (Bosh3 at
+# 1.4e-8 takes about 380 NFE per solve here, 4.6× Dopri5, beyond two cores), sampled R_K. One λ per K:
+# λ_K = 1 / R_K of the unregularised cpu model (results/mnist/mnist_cpu_none_seed0, first 100 test
+# images, Dopri5 at 1e-6; tests/test_mnist.py recomputes RK_UNREG), one significant figure, so the
+# penalty starts at the same weight relative to its unregularised value for every K.
+RK_UNREG = {2: 1.011, 3: 2.245, 4: 37.08}
+RQ2_TOL = {"rtol": 1e-6, "atol": 1e-6, "eval_rtol": 1e-6, "eval_atol": 1e-6}
+RQ2 = tuple(dict(reg="none", solver=sol, **RQ2_TOL) for sol in ("bosh3", "dopri5")) + tuple(
+    dict(reg="taylor", order=k, lam=float(f"{1 / RK_UNREG[k]:.0e}"), estimator="sampled", solver=sol, **RQ2_TOL)
+    for sol in ("bosh3", "dopri5") for k in (2, 3, 4)
+)
 SWEEPS = {
     "full": tuple({**o, "seed": 0} for o in FULL),
+    "rq2": tuple({**o, "seed": 0} for o in RQ2),
     "repeat": tuple({**o, "seed": s} for s in (1, 2) for o in HEADLINE),
     "sampled": tuple({**o, "seed": 0} for o in SAMPLED),
 }

@@ -253,3 +253,35 @@ def test_image_rows_one_row_per_model_and_checks():
         plots.image_rows([{"images": rng.uniform(size=(3, 14, 14)), "title": "x"}])
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         plots.image_rows([{"images": 255 * rng.uniform(size=(10, 14, 14)), "title": "x"}])
+
+
+def _grid():
+    rows = [("heun", 0, 0.0, 400, 1e-3), ("dopri5", 0, 0.0, 44, 1e-3)]
+    rows += [(s, k, w, 100 - k + (s == "heun") * 200, 1e-4 if k < 5 else 1e-1)
+             for s in ("heun", "dopri5") for k in range(1, 7) for w in (0.1, 0.001)]
+    return pd.DataFrame(rows, columns=["solver", "order", "weight", "nfe", "fit"])
+
+
+def test_order_grid_one_panel_per_solver_hollow_where_the_fit_fails():
+    fig = plots.order_grid(_grid(), {"heun": 2, "dopri5": 5}, fit_max=1e-2)
+    _fits_column(fig)
+    axes = fig.get_axes()
+    assert [a.get_title() for a in axes] == ["heun (p = 2)", "dopri5 (p = 5)"]
+    # per panel: two weights × (filled, hollow) scatters; hollow ones hold K = 5, 6
+    points = [c for c in axes[0].collections if isinstance(c, PathCollection)]
+    assert sorted(len(c.get_offsets()) for c in points) == [2, 2, 4, 4]
+    hollow = [c for c in points if len(c.get_offsets()) == 2]
+    assert all(sorted(np.asarray(c.get_offsets())[:, 0]) == [5, 6] for c in hollow)
+    dashed = [ln for ln in axes[1].get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == 44
+
+
+def test_order_grid_refuses_missing_solver_order_and_baseline():
+    with pytest.raises(ValueError, match=r"solver_orders lacks the solvers \['heun'\]"):
+        plots.order_grid(_grid(), {"dopri5": 5}, fit_max=1e-2)
+    runs = _grid()
+    with pytest.raises(ValueError, match="one unregularised row"):
+        plots.order_grid(runs[~((runs["solver"] == "heun") & (runs["order"] == 0))], {"heun": 2, "dopri5": 5},
+                         fit_max=1e-2)
+    with pytest.raises(ValueError, match="lacks the columns"):
+        plots.order_grid(runs.drop(columns="fit"), {"heun": 2, "dopri5": 5}, fit_max=1e-2)

@@ -34,6 +34,7 @@ __all__ = [
     "runs_by_seed",
     "penalties_against_nfe",
     "density_panels",
+    "order_grid",
 ]
 
 MAX_WIDTH = 8.0  # inches: the page column of the book's HTML theme
@@ -467,4 +468,62 @@ def image_rows(rows: Sequence[Mapping], *, per_row: int = 8) -> Figure:
             ax.set(xticks=[], yticks=[])
         ax_row[0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.tight_layout(w_pad=0.2, h_pad=0.3)
+    return fig
+
+
+def order_grid(runs: pd.DataFrame, solver_orders: Mapping[str, int], *, fit_max: float,
+               nfe_label: str = "NFE", weight_label: str = "c") -> Figure:
+    """Which K for which solver: NFE against the order K of R_K, one panel per solver.
+
+    Each regularisation weight is a line over K; the unregularised run (order 0) is a dashed
+    line across the panel; a dotted vertical line marks the solver's order p. Runs whose fit is
+    worse than `fit_max` are drawn hollow.
+
+    **Arguments**
+    - `runs`: DataFrame with columns `solver`, `order` (0 = unregularised), `weight`, `nfe`,
+      `fit`; one row per run; the unregularised rows' weight is ignored.
+    - `solver_orders`: solver name → its order p, in panel order (every solver of `runs`).
+    - `fit_max`: the largest fit counted as a fit of the task.
+    - `nfe_label`, `weight_label`: the y-axis label (say the tolerance) and the weight's name.
+
+    **Returns** the figure (one row of panels sharing the K axis).
+
+    **Raises** `ValueError` when a column is missing, `runs` is empty, a solver lacks its order
+    or its unregularised run.
+    """
+    _require(runs, ["solver", "order", "weight", "nfe", "fit"], "runs")
+    missing = sorted(set(runs["solver"]) - set(solver_orders))
+    if missing:
+        raise ValueError(f"solver_orders lacks the solvers {missing}")
+    solvers = [s for s in solver_orders if s in set(runs["solver"])]
+    fig, axes = _figure(MAX_WIDTH, 3.0, 1, len(solvers), sharex=True, squeeze=False)
+    reg = runs[runs["order"] > 0]
+    weights = sorted(reg["weight"].unique())
+    shades = _shades(weights)
+    for ax, solver in zip(axes[0], solvers):
+        sub = runs[runs["solver"] == solver]
+        unreg = sub[sub["order"] == 0]
+        if len(unreg) != 1:
+            raise ValueError(f"runs needs one unregularised row (order 0) for {solver}, got {len(unreg)}")
+        ax.axhline(float(unreg["nfe"].iloc[0]), color="black", ls="--", lw=1.2, label="unregularised")
+        ax.axvline(solver_orders[solver], color="grey", ls=":", lw=1.2)
+        for w in weights:
+            line = sub[(sub["order"] > 0) & (sub["weight"] == w)].sort_values("order")
+            if not len(line):
+                continue
+            color = family_color("R2", shades[w])
+            ax.plot(line["order"], line["nfe"], "-", color=color, lw=1.2, label=f"{weight_label} = {w:g}")
+            good = line["fit"] <= fit_max
+            ax.scatter(line["order"][good], line["nfe"][good], s=26, color=color, zorder=3)
+            ax.scatter(line["order"][~good], line["nfe"][~good], s=26, facecolors="white", edgecolors=color,
+                       zorder=3)
+        ax.set_title(f"{solver} (p = {solver_orders[solver]})", fontsize=10)
+        ax.set_xlabel("K")
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis, sub["nfe"])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(nfe_label)
+    axes[0][0].set_xticks(sorted(int(k) for k in reg["order"].unique()) if len(reg) else [0])
+    axes[0][0].legend(frameon=False, fontsize=7, loc="best")
+    fig.tight_layout()
     return fig

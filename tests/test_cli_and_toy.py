@@ -157,3 +157,34 @@ def test_toy_nfe_is_null_where_the_solver_runs_out_of_steps():
     nfe = TOY.metrics(cfg, params, TOY.load_data(cfg))["nfe_by_tol"]
     assert isinstance(nfe["0.0001"], int) and 2 < nfe["0.0001"] <= 2 * 200 + 1
     assert nfe["1e-10"] is None
+
+
+def _rq2_record(solver, order, c, mse, nfe):
+    from taynode.experiments.toy import RK_INIT, rq2_lam
+
+    reg = dict(reg="none", order=3, lam=0.0) if order == 0 else dict(reg="taylor", order=order, lam=rq2_lam(order, c))
+    tols = {"0.0001": nfe // 4, "1e-06": nfe // 2, "1.4e-08": nfe if solver != "heun" else None,
+            "1e-10": 2 * nfe if solver == "dopri5" else None}
+    assert RK_INIT
+    return {"experiment": "toy", "config": {"solver": solver, **reg},
+            "metrics": {"mse": mse, "test_nfe": nfe // 3, "nfe_by_tol": tols}}
+
+
+def test_rq2_frame_judges_each_solver_at_its_tightest_tolerance_and_finds_the_best_k():
+    from taynode.experiments.toy import best_orders, rq2_frame
+
+    recs = [_rq2_record("heun", 0, 0, 1e-5, 400), _rq2_record("heun", 2, 0.1, 1e-5, 80),
+            _rq2_record("heun", 3, 0.1, 1e-5, 80), _rq2_record("heun", 1, 0.1, 5e-3, 40),
+            _rq2_record("dopri5", 0, 0, 1e-5, 100), _rq2_record("dopri5", 5, 1e-3, 1e-5, 60),
+            _rq2_record("dopri5", 2, 0.1, 1e-5, 70)]
+    frame = rq2_frame(recs)
+    assert dict(zip(frame["solver"], frame["tol"])) == {"heun": 1e-6, "dopri5": 1e-10}
+    assert list(frame["weight"]) == [0.0, 0.1, 0.1, 0.1, 0.0, 1e-3, 0.1]
+    assert list(frame["nfe"]) == [200, 40, 40, 20, 200, 120, 140]
+    best = best_orders(frame, fit_max=1e-3)
+    assert best.loc["heun", "best_k"] == (2, 3) and best.loc["heun", "best_nfe"] == 40  # K=1 does not fit
+    assert best.loc["dopri5", "best_k"] == (5,) and best.loc["dopri5", "unreg_nfe"] == 200
+    with pytest.raises(ValueError, match="records is empty"):
+        rq2_frame([])
+    with pytest.raises(ValueError, match="one unregularised row for heun"):
+        best_orders(frame[frame["order"] > 0], fit_max=1e-3)

@@ -263,10 +263,10 @@ def _grid():
 
 
 def test_order_grid_one_panel_per_solver_hollow_where_the_fit_fails():
-    fig = plots.order_grid(_grid(), {"heun": 2, "dopri5": 5}, fit_max=1e-2)
+    fig = plots.order_grid(_grid(), {"heun": 2, "dopri5": 5}, fit_max=1e-2, notes={"dopri5": "rtol 1e-10"})
     _fits_column(fig)
     axes = fig.get_axes()
-    assert [a.get_title() for a in axes] == ["heun (p = 2)", "dopri5 (p = 5)"]
+    assert [a.get_title() for a in axes] == ["heun (p = 2)", "dopri5 (p = 5)\nrtol 1e-10"]
     # per panel: two weights × (filled, hollow) scatters; hollow ones hold K = 5, 6
     points = [c for c in axes[0].collections if isinstance(c, PathCollection)]
     assert sorted(len(c.get_offsets()) for c in points) == [2, 2, 4, 4]

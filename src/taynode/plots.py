@@ -472,7 +472,7 @@ def image_rows(rows: Sequence[Mapping], *, per_row: int = 8) -> Figure:
 
 
 def order_grid(runs: pd.DataFrame, solver_orders: Mapping[str, int], *, fit_max: float,
-               nfe_label: str = "NFE", weight_label: str = "c") -> Figure:
+               nfe_label: str = "NFE", weight_label: str = "c", notes: Mapping[str, str] | None = None) -> Figure:
     """Which K for which solver: NFE against the order K of R_K, one panel per solver.
 
     Each regularisation weight is a line over K; the unregularised run (order 0) is a dashed
@@ -485,6 +485,7 @@ def order_grid(runs: pd.DataFrame, solver_orders: Mapping[str, int], *, fit_max:
     - `solver_orders`: solver name → its order p, in panel order (every solver of `runs`).
     - `fit_max`: the largest fit counted as a fit of the task.
     - `nfe_label`, `weight_label`: the y-axis label (say the tolerance) and the weight's name.
+    - `notes`: solver → a second title line for its panel (e.g. its tolerance).
 
     **Returns** the figure (one row of panels sharing the K axis).
 
@@ -517,13 +518,15 @@ def order_grid(runs: pd.DataFrame, solver_orders: Mapping[str, int], *, fit_max:
             ax.scatter(line["order"][good], line["nfe"][good], s=26, color=color, zorder=3)
             ax.scatter(line["order"][~good], line["nfe"][~good], s=26, facecolors="white", edgecolors=color,
                        zorder=3)
-        ax.set_title(f"{solver} (p = {solver_orders[solver]})", fontsize=10)
+        note = (notes or {}).get(solver)
+        ax.set_title(f"{solver} (p = {solver_orders[solver]})" + (f"\n{note}" if note else ""), fontsize=9)
         ax.set_xlabel("K")
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis, sub["nfe"])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(nfe_label)
     axes[0][0].set_xticks(sorted(int(k) for k in reg["order"].unique()) if len(reg) else [0])
-    axes[0][0].legend(frameon=False, fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, frameon=False, fontsize=8, loc="lower center", ncols=len(labels))
     return fig

@@ -14,6 +14,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from .._checks import check_ints, check_numbers
 from ..configs import ExperimentConfig, field
@@ -22,7 +23,8 @@ from ..experiment import Experiment, Problem
 from ..models import MLPField, as_field
 from ..solve import evaluation_nfe
 
-__all__ = ["ToyConfig", "Toy", "EXPERIMENT", "PRESETS", "SWEEPS", "make_problem", "NFE_TOLS"]
+__all__ = ["ToyConfig", "Toy", "EXPERIMENT", "PRESETS", "SWEEPS", "make_problem", "NFE_TOLS", "RK_INIT", "RQ2_C",
+           "RQ2_SOLVERS", "SOLVER_ORDER", "rq2_lam", "rq2_frame", "best_orders"]
 
 NFE_TOLS = (1e-4, 1e-6, 1.4e-8, 1e-10)
 
@@ -92,6 +94,65 @@ SWEEPS = {
     + tuple({"reg": "taylor", "order": k, "lam": rq2_lam(k, c), "estimator": "sampled", "solver": sol, **RQ2_EVAL}
             for c in RQ2_C for sol in RQ2_SOLVERS for k in range(1, 7)),
 }
+
+
+SOLVER_ORDER = {"heun": 2, "bosh3": 3, "dopri5": 5, "dopri8": 8}
+
+
+def _weight_c(cfg: dict) -> float:
+    """The initial penalty weight c of an RQ2 run (0 for an unregularised one)."""
+    if cfg["reg"] == "none":
+        return 0.0
+    return min(RQ2_C, key=lambda c: abs(np.log(cfg["lam"] * RK_INIT[cfg["order"]] / c)))
+
+
+def rq2_frame(records) -> pd.DataFrame:
+    """The RQ2 grid as a table: one row per run record (dicts as `taynode.records.load_record` gives).
+
+    Columns: `solver`, `order` (0 = unregularised), `weight` (c), `fit` (MSE), `nfe_train_tol`
+    (joint NFE at the evaluation tolerance) and `nfe`, `tol`: the joint NFE at the tightest of
+    `NFE_TOLS` at which the run's solver solves every model of `records` within max_steps.
+
+    **Raises** `ValueError` for no records, a non-toy record, or a solver with no tolerance that
+    all its records reach.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty: pass the run records of the rq2 sweep (results/toy/rq2)")
+    if any(r.get("experiment") != "toy" for r in records):
+        raise ValueError("records must all be toy run records")
+    tight = {}
+    for solver in sorted({r["config"]["solver"] for r in records}):
+        nfes = [r["metrics"]["nfe_by_tol"] for r in records if r["config"]["solver"] == solver]
+        reached = [t for t in NFE_TOLS if all(n.get(str(t)) is not None for n in nfes)]
+        if not reached:
+            raise ValueError(f"no tolerance of {NFE_TOLS} has an NFE for every {solver} record")
+        tight[solver] = min(reached)
+    rows = []
+    for r in records:
+        c, m = r["config"], r["metrics"]
+        rows.append(dict(solver=c["solver"], order=c["order"] if c["reg"] != "none" else 0,
+                         weight=_weight_c(c), fit=m["mse"], nfe_train_tol=m["test_nfe"],
+                         nfe=float(m["nfe_by_tol"][str(tight[c["solver"]])]), tol=tight[c["solver"]]))
+    return pd.DataFrame(rows)
+
+
+def best_orders(frame: pd.DataFrame, fit_max: float) -> pd.DataFrame:
+    """Per solver: the orders K whose models reach the lowest NFE among those that fit (MSE ≤ `fit_max`).
+
+    Returns a DataFrame indexed by solver with `best_k` (a tuple of K), `best_nfe`, `unreg_nfe`.
+    A solver with no fitting regularised model gets `best_k = ()` and `best_nfe` NaN.
+    """
+    out = {}
+    for solver, g in frame.groupby("solver", sort=False):
+        unreg = g[g["order"] == 0]
+        if len(unreg) != 1:
+            raise ValueError(f"frame needs one unregularised row for {solver}, got {len(unreg)}")
+        fits = g[(g["order"] > 0) & (g["fit"] <= fit_max)]
+        best = fits["nfe"].min() if len(fits) else float("nan")
+        ks = tuple(sorted({int(k) for k in fits[fits["nfe"] == best]["order"]}))
+        out[solver] = dict(best_k=ks, best_nfe=best, unreg_nfe=float(unreg["nfe"].iloc[0]))
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def _module(cfg: ToyConfig) -> MLPField:

@@ -181,3 +181,20 @@ def test_rq2_lambdas_are_one_over_the_unregularised_penalties():
     for run in SWEEPS["rq2"]:
         if run["reg"] == "taylor":
             assert 0.5 <= run["lam"] * RK_UNREG[run["order"]] <= 1.5, run
+
+
+def test_rq2_best_marks_the_cheapest_accurate_order_per_solver():
+    from taynode.experiments.mnist import rq2_best
+
+    def rec(solver, order, nfe, acc):
+        reg = {"reg": "none", "order": 3, "lam": 0.0} if order == 0 else {"reg": "taylor", "order": order, "lam": 1.0}
+        return {"experiment": "mnist", "config": {"solver": solver, **reg},
+                "metrics": {"test_nfe": nfe, "test_acc": acc}}
+
+    df = rq2_best([rec("bosh3", 0, 100, 0.87), rec("bosh3", 2, 50, 0.87), rec("bosh3", 3, 40, 0.85),
+                   rec("bosh3", 4, 50, 0.868), rec("dopri5", 0, 40, 0.87), rec("dopri5", 2, 20, 0.87)])
+    best = df[df["best"]]
+    assert list(zip(best["solver"], best["order"])) == [("bosh3", 2), ("bosh3", 4), ("dopri5", 2)]
+    assert df.loc[(df["solver"] == "bosh3") & (df["order"] == 3), "ratio"].item() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="one unregularised dopri5"):
+        rq2_best([rec("dopri5", 2, 20, 0.87)])

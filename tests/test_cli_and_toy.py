@@ -126,6 +126,7 @@ def test_bad_gpu_run_spec_is_a_one_line_error(spec):
         parse_run(spec)
 
 
+@pytest.mark.slow
 def test_rq2_lambdas_put_weight_c_on_the_initial_penalty():
     """λ_K = c / R_K(θ0): RK_INIT against R_K of the seed-0 initial field, recomputed."""
     import jax

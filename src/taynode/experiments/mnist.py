@@ -91,8 +91,8 @@ RQ2 = tuple(dict(reg="none", solver=sol, **RQ2_TOL) for sol in ("bosh3", "dopri5
 def rq2_best(records, max_acc_drop: float = 1.0):
     """The MNIST RQ2 grid (run records as `taynode.records.load_record` gives) as a DataFrame.
 
-    Columns `solver`, `order` (0 = unregularised), `lam`, `nfe` (joint test NFE), `acc` (test
-    accuracy, %), `ratio` (NFE ÷ the same solver's unregularised NFE) and `best`: True for the
+    Columns `solver`, `order` (0 = unregularised), `lam`, `nfe` (joint test NFE), `nfe_per_example`,
+    `acc` (test accuracy, %), `ratio` (NFE ÷ the same solver's unregularised NFE) and `best`: True for the
     regularised runs with the lowest NFE of their solver among those whose accuracy is at most
     `max_acc_drop` points below the unregularised run's.
     """
@@ -103,7 +103,8 @@ def rq2_best(records, max_acc_drop: float = 1.0):
         raise ValueError("records must be a non-empty list of mnist run records (results/mnist/rq2)")
     df = pd.DataFrame([
         dict(solver=r["config"]["solver"], order=r["config"]["order"] if r["config"]["reg"] != "none" else 0,
-             lam=r["config"]["lam"], nfe=r["metrics"]["test_nfe"], acc=100 * r["metrics"]["test_acc"])
+             lam=r["config"]["lam"], nfe=r["metrics"]["test_nfe"], acc=100 * r["metrics"]["test_acc"],
+             nfe_per_example=r["metrics"].get("test_nfe_per_example", np.nan))
         for r in records
     ]).sort_values(["solver", "order"], ignore_index=True)
     df["ratio"], df["best"] = np.nan, False

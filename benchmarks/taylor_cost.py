@@ -176,7 +176,7 @@ def main(argv=None):
             "targets": targets(mnist["rows"]),
         },
         "load_average": {"before": load_before, "after": _load(), "cores": os.cpu_count(),
-                         "note": "1/5/15-minute load averages; other processes shared the cores during the run"},
+                         "note": "1/5/15-minute load averages before and after the run; the run itself adds about 1"},
         "wall_s": time.perf_counter() - start,
     }
     out = save_record(a.out, record)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+import pandas as pd
 
 from ..configs import ExperimentConfig, field
 from ..evaluation import final_state
@@ -75,8 +76,8 @@ HEADLINE = (dict(reg="none"), dict(reg="taylor", order=2, lam=1.0), dict(reg="rn
 # The sampled R_K (chapter 04) at the strongest λ of the exact runs it is compared with.
 SAMPLED = (dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),
            dict(reg="taylor", order=3, lam=1.0, estimator="sampled"))
-# RQ2 (chapter 04): K ∈ {2, 3, 4} × {Bosh3, Dopri5}, trained and judged at rtol = atol = 1e-6 (Bosh3 at
-# 1.4e-8 takes about 380 NFE per solve here, 4.6× Dopri5, beyond two cores), sampled R_K. One λ per K:
+# RQ2 (chapter 04): K ∈ {2, 3, 4} × {Bosh3, Dopri5}, trained and judged at rtol = atol = 1e-6 (a
+# third-order solver at 1.4e-8 would make the grid far too slow for two cores), sampled R_K. One λ per K:
 # λ_K = 1 / R_K of the unregularised cpu model (results/mnist/mnist_cpu_none_seed0, first 100 test
 # images, Dopri5 at 1e-6; tests/test_mnist.py recomputes RK_UNREG), one significant figure, so the
 # penalty starts at the same weight relative to its unregularised value for every K.
@@ -96,8 +97,6 @@ def rq2_best(records, max_acc_drop: float = 1.0):
     regularised runs with the lowest NFE of their solver among those whose accuracy is at most
     `max_acc_drop` points below the unregularised run's.
     """
-    import pandas as pd
-
     records = list(records)
     if not records or any(r.get("experiment") != "mnist" for r in records):
         raise ValueError("records must be a non-empty list of mnist run records (results/mnist/rq2)")

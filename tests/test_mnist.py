@@ -50,7 +50,7 @@ def test_model_shapes_and_size():
 @pytest.mark.parametrize("reg,kw", [("none", {}), ("taylor", {"lam": 1e-2, "order": 2}),
                                      ("rnode", {"lam_kin": 1e-2, "lam_fro": 1e-2})])
 def test_one_step_lowers_loss_on_fixed_batch(reg, kw):
-    cfg = tiny(reg=reg, optimizer="sgd", lr=0.05, **kw)
+    cfg = tiny(reg=reg, optimizer="sgd", lr=0.05, lr_values=(), lr_boundaries=(), **kw)
     data = synthetic()
     x = jnp.asarray(data["train_images"][:20].reshape(20, 784) / 255.0)
     y = jnp.asarray(data["train_labels"][:20].astype(np.int32))
@@ -79,7 +79,8 @@ def test_one_step_lowers_loss_on_fixed_batch(reg, kw):
         ({"reg": "rnode", "lam_kin": -2.0}, "lam_kin must be a number >= 0"),
         ({"rtol": 0.0}, "rtol must be a positive number"),
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
-        ({"dtype": "float32"}, "need dtype='float64'"),
+        ({"rtol": 1e-8, "atol": 1e-8}, "need dtype='float64'"),
+        ({"lr": 0.05}, r"lr \(0.05\) must equal lr_values\[0\] \(0.1\)"),
         ({"bogus_field": 1}, "unknown config field"),
     ],
 )
@@ -92,7 +93,7 @@ def test_config_validation(kw, match):
 
 @pytest.mark.slow
 def test_train_evaluate_and_reload(tmp_path):
-    cfg = tiny(reg="taylor", lam=1e-3, order=2, optimizer="adam", lr=1e-2)
+    cfg = tiny(reg="taylor", lam=1e-3, order=2, optimizer="adam", lr=1e-2, lr_values=(), lr_boundaries=())
     data = synthetic()
     record = train(EXP, cfg, data=data, out_dir=tmp_path / "out", ckpt_root=tmp_path / "ckpt", progress=False)
     m = record["metrics"]

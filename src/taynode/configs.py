@@ -26,6 +26,10 @@ from .solve import PAPER_TOL, SOLVERS
 __all__ = ["ExperimentConfig", "PRESET_NAMES", "OPTIMIZERS", "field", "make_config", "config_from_dict"]
 
 PRESET_NAMES = ("smoke", "cpu", "gpu", "paper")
+DTYPES = ("float32", "float64")
+# Values of fields that a config written before the field existed implicitly had: R_K was computed
+# with jet, and evaluation ran in the training dtype.
+LEGACY = {"taylor_method": lambda values: "jet", "eval_dtype": lambda values: values.get("dtype", "float64")}
 OPTIMIZERS = ("sgd", "adam", "adamax", "adamw")
 
 
@@ -47,6 +51,8 @@ class ExperimentConfig:
     lam_kin: float = field(0.0, "RNODE kinetic weight (reg=rnode)")
     lam_fro: float = field(0.0, "RNODE Frobenius weight (reg=rnode)")
     estimator: str = field("exact", "R_K estimator (reg=taylor): exact (an ODE state) | sampled (one point per step)")
+    taylor_method: str = field("taylor", "how y^(K) is computed for R_K in training and evaluation: "
+                                         "taylor (incremental Taylor mode) | jet (the paper's) | jvp (nested jvp)")
     # solver
     solver: str = field("dopri5", f"one of {sorted(SOLVERS)}")
     rtol: float = field(PAPER_TOL, "relative tolerance of the training solves")
@@ -54,7 +60,10 @@ class ExperimentConfig:
     eval_rtol: float = field(PAPER_TOL, "relative tolerance of evaluation (NFE, penalties)")
     eval_atol: float = field(PAPER_TOL, "absolute tolerance of evaluation (NFE, penalties)")
     max_steps: int = field(4096, "maximum solver steps per solve")
-    dtype: str = field("float64", "float64 | float32 (tolerances below 1e-6 need float64)")
+    dtype: str = field("float64", "dtype of the parameters and of training: float64 | float32 (training tolerances "
+                                  "below 1e-6 need float64)")
+    eval_dtype: str = field("float64", "dtype of every reported number (NFE, penalties, task metrics): the trained "
+                                       "parameters are cast to it; float64 | float32 (only for float32 training)")
     # optimiser
     optimizer: str = field("adam", f"one of {OPTIMIZERS}")
     lr: float = field(1e-3, "learning rate (or the first of lr_values)")
@@ -86,8 +95,11 @@ class ExperimentConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("dtype", "eval_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} must be 'float32' or 'float64', got {getattr(self, name)!r}")
+        if self.dtype == "float64" and self.eval_dtype == "float32":
+            raise ValueError("eval_dtype='float32' would round float64-trained parameters: use eval_dtype='float64'")
         check_ints(self, ("epochs", "batch_size", "train_size", "checkpoint_every", "max_steps", "nfe_examples",
                           "nfe_per_example", "reg_examples", "eval_chunk"))
         check_ints(self, ("eval_every", "warmup_steps", "seed", "devices"), minimum=0)
@@ -99,10 +111,17 @@ class ExperimentConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if len(self.lr_boundaries) != max(len(self.lr_values) - 1, 0):
             raise ValueError("lr_values must have one more entry than lr_boundaries")
+        if self.lr_values and self.lr != self.lr_values[0]:
+            raise ValueError(f"lr ({self.lr:g}) must equal lr_values[0] ({self.lr_values[0]:g}): set both, or "
+                             "lr_values=() and lr_boundaries=() for a constant learning rate")
         if self.batch_size > self.train_size:
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed train_size ({self.train_size})")
-        if self.dtype == "float32" and min(self.rtol, self.atol, self.eval_rtol, self.eval_atol) < 1e-6:
-            raise ValueError("tolerances below 1e-6 need dtype='float64' (float32 cannot honour them)")
+        if self.dtype == "float32" and min(self.rtol, self.atol) < 1e-6:
+            raise ValueError("rtol and atol below 1e-6 need dtype='float64' (float32 cannot honour them): "
+                             "train at rtol = atol >= 1e-6 in float32 or set dtype='float64'")
+        if self.eval_dtype == "float32" and min(self.eval_rtol, self.eval_atol) < 1e-6:
+            raise ValueError("eval_rtol and eval_atol below 1e-6 need eval_dtype='float64' "
+                             "(float32 cannot honour them)")
 
     @property
     def regularization(self) -> Regularization:
@@ -134,6 +153,11 @@ def make_config(config_cls: type, presets: dict, preset: str | None = None, **ov
 
 
 def config_from_dict(config_cls: type, values: dict):
-    """A config from its `dataclasses.asdict` form (JSON turns tuples into lists)."""
+    """A config from its `dataclasses.asdict` form (JSON turns tuples into lists).
+
+    A field missing from `values` because the config was written before it existed gets the value
+    such a config implied (`LEGACY`: `taylor_method="jet"`, `eval_dtype` = its `dtype`).
+    """
     kinds = {f.name: type(f.default) for f in dataclasses.fields(config_cls)}
+    values = {**{k: legacy(values) for k, legacy in LEGACY.items() if k in kinds and k not in values}, **values}
     return config_cls(**{k: tuple(v) if kinds.get(k) is tuple else v for k, v in values.items()})

@@ -9,13 +9,20 @@
   `cfg.eval_chunk` test examples and averaged over the first `cfg.reg_examples` (a mean per
   trajectory where an example poses several, as the latent ODE's posterior samples).
 
+**Precision.** Every reported number is computed in `cfg.eval_dtype`: a model trained in float32
+(at a loose training tolerance) is judged in float64 at the paper's tolerance from the same
+parameters cast to float64 (`for_evaluation`).
+
 The compiled functions take the experiment and the config as static arguments, so repeated
 evaluations of a model compile once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -24,9 +31,32 @@ from . import parallel
 from .experiment import Experiment, batch_size_of, batch_slice, solve_problem
 from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
 
-__all__ = ["evaluate", "final_state", "nfe_values", "penalty_values", "PENALTY_ORDERS"]
+__all__ = ["evaluate", "final_state", "nfe_values", "penalty_values", "PENALTY_ORDERS", "cast_floats",
+           "for_evaluation", "metrics_match", "METHOD_RTOL"]
 
 PENALTY_ORDERS = (2, 3)
+# How far two evaluations of one model may differ when R_K is computed by another Taylor method: the
+# methods agree to rounding, but inside an adaptive solve at rtol 1.4e-8 a rounding-level change of the
+# integrand can flip a step's acceptance and move a penalty by about the tolerance.
+METHOD_RTOL = 1e-6
+
+
+def cast_floats(tree, dtype):
+    """Every floating-point leaf of `tree` cast to `dtype` (integer leaves untouched)."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
+
+
+def for_evaluation(cfg, params):
+    """`(cfg, params)` as evaluation sees them: both in `cfg.eval_dtype`.
+
+    The returned config has `dtype = cfg.eval_dtype` (so the experiment prepares its test data in that
+    dtype) and the parameters are cast to it. Idempotent; a no-op where the two dtypes agree.
+    """
+    if cfg.dtype == cfg.eval_dtype:
+        return cfg, params
+    return dataclasses.replace(cfg, dtype=cfg.eval_dtype), cast_floats(params, cfg.eval_dtype)
 
 
 def _eval_solve(exp, cfg, params, batch, regularizers=()):
@@ -44,22 +74,20 @@ def final_state(exp: Experiment, cfg, params, batch):
 
 @eqx.filter_jit
 def _nfe(exp, cfg, params, batch, per_example):
-    import dataclasses
-
     problem = exp.problem(cfg, params, batch)
     problem = dataclasses.replace(problem, per_example=per_example, ts=None)
     return solve_problem(problem, solver=cfg.solver, rtol=cfg.eval_rtol, atol=cfg.eval_atol,
                          max_steps=cfg.max_steps).nfe
 
 
-def _penalty_makers(orders):
-    makers = [lambda part, k=k: TaylorRK(k, part=part) for k in orders]
+def _penalty_makers(orders, method):
+    makers = [lambda part, k=k: TaylorRK(k, method=method, part=part) for k in orders]
     return tuple(makers) + (lambda part: Kinetic(part=part), lambda part: JacobianFrobenius(jr.PRNGKey(0), part=part))
 
 
 @eqx.filter_jit
 def _penalty_sums(exp, cfg, params, batch, orders):
-    sol = _eval_solve(exp, cfg, params, batch, _penalty_makers(orders))
+    sol = _eval_solve(exp, cfg, params, batch, _penalty_makers(orders, cfg.taylor_method))
     # the mean over the batch's trajectories (several per example in a latent ODE), times its examples
     return {k: jnp.mean(v) * batch_size_of(batch) for k, v in sol.reg.items()}
 
@@ -72,6 +100,7 @@ def _sharded(cfg, params, tree):
 
 def nfe_values(exp: Experiment, cfg, params, data) -> dict:
     """Joint-batch and per-example NFE of the unregularised dynamics on the first test examples."""
+    cfg, params = for_evaluation(cfg, params)
     x = exp.eval_arrays(cfg, data)
     n = min(cfg.nfe_examples, batch_size_of(x))
     bs = cfg.batch_size
@@ -91,6 +120,7 @@ def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | Non
     chunks of `cfg.eval_chunk` at the evaluation tolerance. Returns
     `{"R2": ..., "R3": ..., "kinetic": ..., "frobenius": ..., "n": n}`.
     """
+    cfg, params = for_evaluation(cfg, params)
     orders = tuple(sorted(set(PENALTY_ORDERS) | {cfg.order})) if orders is None else tuple(orders)
     if not orders or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in orders):
         raise ValueError(f"orders must be integers >= 1, got {orders}")
@@ -109,10 +139,23 @@ def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | Non
 
 
 def evaluate(exp: Experiment, cfg, params, data) -> dict:
-    """Every reported metric of a model: the experiment's task metrics, NFE and penalties."""
+    """Every reported metric of a model (in `cfg.eval_dtype`): the experiment's task metrics, NFE and penalties."""
+    cfg, params = for_evaluation(cfg, params)
     metrics = dict(exp.metrics(cfg, params, data))
     nfe = nfe_values(exp, cfg, params, data)
     pen = penalty_values(exp, cfg, params, data)
     sizes = {**metrics.pop("eval_sizes", {}), **nfe.pop("sizes"), "reg": pen.pop("n")}
     return {**metrics, **nfe, "penalties": pen, "eval_sizes": sizes,
             "eval_tol": {"rtol": cfg.eval_rtol, "atol": cfg.eval_atol, "solver": cfg.solver}}
+
+
+def metrics_match(a, b, rtol: float = 0.0) -> bool:
+    """Whether two metric trees (as JSON loads them) agree: the same keys and list lengths, equal integers
+    and strings, and floats equal within `rtol` relative (0: exactly)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(metrics_match(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(metrics_match(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return a == b or abs(a - b) <= rtol * max(abs(a), abs(b))
+    return type(a) is type(b) and a == b

@@ -12,7 +12,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from .regularizers import ESTIMATORS, JacobianFrobenius, Kinetic, TaylorRK
-from .taylor import _check_order
+from .taylor import METHODS, _check_order
 
 __all__ = ["KINDS", "Regularization"]
 
@@ -36,6 +36,8 @@ class Regularization:
     - `lam_kin`, `lam_fro`: RNODE's weights (`kind="rnode"`, at least one > 0).
     - `estimator`: `"exact"` (R_K as an ODE state) or `"sampled"` (one point per solver step;
       `TaylorRK`); `kind="taylor"` only.
+    - `method`: how y^(K) is computed (`taynode.taylor.METHODS`; default `"taylor"`, the
+      incremental Taylor mode). It changes the cost and the last bits, not the value.
 
     **Raises** `ValueError` naming the field for a weight that does not belong to `kind`, a
     missing weight, or a bad value.
@@ -47,6 +49,7 @@ class Regularization:
     lam_kin: float = 0.0
     lam_fro: float = 0.0
     estimator: str = "exact"
+    method: str = "taylor"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -64,20 +67,24 @@ class Regularization:
             raise ValueError(f"lam_kin/lam_fro only apply to reg='rnode', got reg={self.kind!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"taylor_method must be one of {METHODS}, got {self.method!r}")
         if self.kind != "taylor" and self.estimator != "exact":
             raise ValueError(f"estimator='sampled' only applies to reg='taylor', got reg={self.kind!r}")
 
     @classmethod
     def of(cls, cfg) -> Regularization:
-        """The regularisation of a config with fields `reg`, `order`, `lam`, `lam_kin`, `lam_fro`, `estimator`."""
-        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro, cfg.estimator)
+        """The regularisation of a config with fields `reg`, `order`, `lam`, `lam_kin`, `lam_fro`, `estimator`
+        and `taylor_method`."""
+        return cls(cfg.reg, cfg.order, cfg.lam, cfg.lam_kin, cfg.lam_fro, cfg.estimator, cfg.taylor_method)
 
     def regularizers(self, key, part=None) -> tuple:
         """The regularisers a training solve integrates (`key` draws RNODE's Hutchinson probe, or the
         sample points of a sampled R_K)."""
         if self.kind == "taylor":
             sampled = self.estimator == "sampled"
-            return (TaylorRK(self.order, part=part, estimator=self.estimator, key=key if sampled else None),)
+            return (TaylorRK(self.order, method=self.method, part=part, estimator=self.estimator,
+                             key=key if sampled else None),)
         if self.kind == "rnode":
             return (Kinetic(part=part), JacobianFrobenius(key, part=part))
         return ()

@@ -106,7 +106,8 @@ class TaylorRK(AbstractRegularizer):
 
     **Arguments**
     - `order`: K, an int >= 1 (K = 1 is the kinetic energy of the field).
-    - `method`: `"jet"` (Taylor mode, default) or `"jvp"` (nested jvp reference).
+    - `method`: `"taylor"` (incremental Taylor mode, default), `"jet"` (the paper's
+      `jax.experimental.jet`) or `"jvp"` (nested jvp reference); see `taynode.taylor`.
     - `part`: which part of a pytree state it sees (see the module docstring).
     - `estimator`: `"exact"` (default): the integral is an extra ODE state, its integrand
       evaluated at every stage of every step and part of the step-size control. `"sampled"`:
@@ -120,7 +121,7 @@ class TaylorRK(AbstractRegularizer):
     """
 
     order: int = eqx.field(static=True)
-    method: str = eqx.field(static=True, default="jet")
+    method: str = eqx.field(static=True, default="taylor")
     estimator: str = eqx.field(static=True, default="exact")
     key: Any = None
 

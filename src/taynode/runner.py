@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import jax.tree_util as jtu
 
 from . import parallel
 from .configs import config_from_dict
-from .evaluation import PENALTY_ORDERS, evaluate, penalty_values
+from .evaluation import PENALTY_ORDERS, cast_floats, evaluate, for_evaluation, penalty_values
 from .experiment import Experiment
 from .objective import make_train_step
 from .optim import make_optimizer
@@ -26,8 +27,8 @@ __all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_
 
 
 def enable_dtype(cfg) -> None:
-    """Turn on float64 when the config asks for it (the paper's tolerance needs it)."""
-    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+    """Turn on float64 when the config trains or evaluates in it (the paper's tolerance needs it)."""
+    if "float64" in (cfg.dtype, cfg.eval_dtype) and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
 
 
@@ -48,10 +49,11 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     out_dir = Path(out_dir or Path("results") / exp.name)
     data = exp.load_data(cfg, progress=progress) if data is None else data
     t_wall = time.perf_counter()
+    load_start = os.getloadavg()
     head = provenance()  # the code that trains, even if the tree changes during the run
     arrays = exp.train_arrays(cfg, data)
     opt = make_optimizer(cfg)
-    params = exp.init_params(cfg, jr.PRNGKey(cfg.seed))
+    params = cast_floats(exp.init_params(cfg, jr.PRNGKey(cfg.seed)), cfg.dtype)
     state = parallel.replicate({"params": params, "opt_state": opt.init(params)}, mesh)
     step = make_train_step(exp, cfg, opt)
     name = exp.run_name(cfg)
@@ -63,7 +65,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     def eval_fn(s):
         """Every metric, and model selection where the experiment has a validation loss."""
         metrics = evaluate(exp, cfg, s["params"], data)
-        val = exp.validation_loss(cfg, s["params"], data)
+        val = exp.validation_loss(*for_evaluation(cfg, s["params"]), data)
         if val is not None:
             metrics["val_loss"] = val
             if best["loss"] is None or val < best["loss"]:
@@ -94,6 +96,9 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "iter_time_s": info["iter_time_s"],
         "resumed_from": info["resumed_from"],
         "devices_used": n_devices,
+        # 1-, 5- and 15-minute load averages when training started and ended: timings are only
+        # comparable between runs that had the machine to themselves
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "config": dataclasses.asdict(cfg),
         "metrics": metrics,
         "history": history,
@@ -143,7 +148,7 @@ def load_run(exp: Experiment, path):
         _check_experiment(exp, values.pop("experiment", exp.name), path)
         cfg = config_from_dict(exp.Config, values)
         enable_dtype(cfg)
-        params = exp.init_params(cfg, jr.PRNGKey(0))
+        params = cast_floats(exp.init_params(cfg, jr.PRNGKey(0)), cfg.dtype)
         opt = make_optimizer(cfg)
         state, _ = restore_checkpoint(path, {"params": params, "opt_state": opt.init(params)})
         return cfg, state["params"], None

@@ -122,7 +122,8 @@ class FFJORDTabular(Experiment):
         return f"{self.name}_{cfg.data}_{cfg.preset}_{cfg.regularization.name}_seed{cfg.seed}"
 
     def load_data(self, cfg, progress=True):
-        dtype = np.dtype(cfg.dtype)
+        """The splits in the evaluation dtype (the training rows are cast to the training dtype)."""
+        dtype = np.dtype(cfg.eval_dtype)
         if cfg.data == "miniboone":
             splits = load_miniboone(cfg.data_path or None, dtype=dtype)
         else:
@@ -133,10 +134,10 @@ class FFJORDTabular(Experiment):
         return splits
 
     def train_arrays(self, cfg, data):
-        return data.train[: cfg.train_size]
+        return data.train[: cfg.train_size].astype(cfg.dtype)
 
     def eval_arrays(self, cfg, data):
-        return data.test
+        return data.test.astype(cfg.dtype)
 
     def _dim(self, cfg):
         return 43 if cfg.data == "miniboone" else 30
@@ -168,6 +169,7 @@ class FFJORDTabular(Experiment):
 
     def _mean_nll(self, cfg, params, x):
         total = 0.0
+        x = x.astype(cfg.dtype)
         for i in range(0, len(x), cfg.eval_chunk):
             total += float(jnp.sum(_nll(final_state(self, cfg, params, x[i:i + cfg.eval_chunk]))))
         return total / len(x)

@@ -175,11 +175,12 @@ class Toy(Experiment):
     description = "the paper's Fig. 1 toy, z(1) = z(0) + z(0)^3 (chapter 03)"
 
     def load_data(self, cfg, progress=True):
-        _, z0, target = make_problem(cfg)
+        """The points in the evaluation dtype (the training arrays are cast to the training dtype)."""
+        _, z0, target = make_problem(dataclasses.replace(cfg, dtype=cfg.eval_dtype))
         return {"z0": np.asarray(z0), "target": np.asarray(target)}
 
     def train_arrays(self, cfg, data):
-        return (data["z0"], data["target"])
+        return (data["z0"].astype(cfg.dtype), data["target"].astype(cfg.dtype))
 
     eval_arrays = train_arrays
 
@@ -197,7 +198,7 @@ class Toy(Experiment):
         """MSE at the evaluation tolerance, and the joint NFE at the tolerances `NFE_TOLS` with the run's
         solver (None where that solver needs more than `max_steps` steps, as a low-order solver does at
         the tight tolerances)."""
-        z0, target = jnp.asarray(data["z0"]), jnp.asarray(data["target"])
+        z0, target = jnp.asarray(data["z0"], cfg.dtype), jnp.asarray(data["target"], cfg.dtype)
         y1 = final_state(self, cfg, params, (z0, target))
         f = as_field(_module(cfg))
 

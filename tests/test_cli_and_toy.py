@@ -172,7 +172,7 @@ def _rq2_record(solver, order, c, mse, nfe):
 
 
 def test_rq2_frame_judges_each_solver_at_its_tightest_tolerance_and_finds_the_best_k():
-    from taynode.experiments.toy import best_orders, rq2_frame
+    from taynode.verdicts import best_orders, rq2_frame
 
     recs = [_rq2_record("heun", 0, 0, 1e-5, 400), _rq2_record("heun", 2, 0.1, 1e-5, 80),
             _rq2_record("heun", 3, 0.1, 1e-5, 80), _rq2_record("heun", 1, 0.1, 5e-3, 40),
@@ -189,3 +189,29 @@ def test_rq2_frame_judges_each_solver_at_its_tightest_tolerance_and_finds_the_be
         rq2_frame([])
     with pytest.raises(ValueError, match="one unregularised row for heun"):
         best_orders(frame[frame["order"] > 0], fit_max=1e-3)
+
+
+def test_rq2_seed_sweep_repeats_the_best_orders_of_the_committed_grid():
+    """RQ2_BEST (the settings repeated at seeds 1 and 2) is what the committed seed-0 grid says is best."""
+    from taynode.experiments.toy import RQ2_BEST, RQ2_C, weight_c
+    from taynode.paths import RESULTS
+    from taynode.records import load_record
+    from taynode.verdicts import best_orders, rq2_frame
+
+    recs = [load_record(p) for p in sorted((RESULTS / "toy" / "rq2").glob("toy_*seed0.json"))]
+    frame = rq2_frame(recs)
+    best = best_orders(frame, fit_max=1e-3)
+    assert {s: tuple(best.loc[s, "best_k"]) for s in best.index} == RQ2_BEST
+    fits = frame[(frame["order"] > 0) & (frame["fit"] <= 1e-3)]
+    for s in RQ2_BEST:
+        winners = fits[(fits["solver"] == s) & (fits["nfe"] == best.loc[s, "best_nfe"])]
+        assert set(winners["weight"]) == {RQ2_C[0]}
+    cfgs = sweep_configs_of("rq2_seeds")
+    assert sorted({c.seed for c in cfgs}) == [1, 2] and len(cfgs) == 2 * (4 + 5)
+    assert all(weight_c(dataclasses.asdict(c)) in (0.0, RQ2_C[0]) for c in cfgs)
+
+
+def sweep_configs_of(runs):
+    from taynode.runner import sweep_configs
+
+    return sweep_configs(TOY, "cpu", runs)

@@ -185,7 +185,7 @@ def test_rq2_lambdas_are_one_over_the_unregularised_penalties():
 
 
 def test_rq2_best_marks_the_cheapest_accurate_order_per_solver():
-    from taynode.experiments.mnist import rq2_best
+    from taynode.verdicts import rq2_best
 
     def rec(solver, order, nfe, acc):
         reg = {"reg": "none", "order": 3, "lam": 0.0} if order == 0 else {"reg": "taylor", "order": order, "lam": 1.0}

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-import pandas as pd
 
 from ..configs import ExperimentConfig, field
 from ..evaluation import final_state
@@ -27,7 +26,7 @@ from ..experiment import Experiment, Problem
 from ..models import MNISTDynamics, MNISTHead, as_field
 from ..solve import PAPER_TOL
 
-__all__ = ["MNISTConfig", "MNIST", "EXPERIMENT", "PRESETS", "SWEEPS", "RK_UNREG", "rq2_best"]
+__all__ = ["MNISTConfig", "MNIST", "EXPERIMENT", "PRESETS", "SWEEPS", "RK_UNREG"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,36 +100,6 @@ RQ2 = tuple(dict(reg="none", solver=sol, **RQ2_TOL) for sol in ("bosh3", "dopri5
     dict(reg="taylor", order=k, lam=float(f"{1 / RK_UNREG[k]:.0e}"), estimator="sampled", solver=sol, **RQ2_TOL)
     for sol in ("bosh3", "dopri5") for k in (2, 3, 4)
 )
-
-
-def rq2_best(records, max_acc_drop: float = 1.0):
-    """The MNIST RQ2 grid (run records as `taynode.records.load_record` gives) as a DataFrame.
-
-    Columns `solver`, `order` (0 = unregularised), `lam`, `nfe` (joint test NFE), `nfe_per_example`,
-    `acc` (test accuracy, %), `ratio` (NFE ÷ the same solver's unregularised NFE) and `best`: True for the
-    regularised runs with the lowest NFE of their solver among those whose accuracy is at most
-    `max_acc_drop` points below the unregularised run's.
-    """
-    records = list(records)
-    if not records or any(r.get("experiment") != "mnist" for r in records):
-        raise ValueError("records must be a non-empty list of mnist run records (results/mnist/rq2)")
-    df = pd.DataFrame([
-        dict(solver=r["config"]["solver"], order=r["config"]["order"] if r["config"]["reg"] != "none" else 0,
-             lam=r["config"]["lam"], nfe=r["metrics"]["test_nfe"], acc=100 * r["metrics"]["test_acc"],
-             nfe_per_example=r["metrics"].get("test_nfe_per_example", np.nan))
-        for r in records
-    ]).sort_values(["solver", "order"], ignore_index=True)
-    df["ratio"], df["best"] = np.nan, False
-    for solver, g in df.groupby("solver"):
-        unreg = g[g["order"] == 0]
-        if len(unreg) != 1:
-            raise ValueError(f"records need one unregularised {solver} run, got {len(unreg)}")
-        base = unreg.iloc[0]
-        df.loc[g.index, "ratio"] = g["nfe"] / base.nfe
-        ok = g[(g["order"] > 0) & (g["acc"] >= base.acc - max_acc_drop)]
-        if len(ok):
-            df.loc[ok.index[ok["nfe"] == ok["nfe"].min()], "best"] = True
-    return df
 
 
 SWEEPS = {

@@ -14,7 +14,6 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from .._checks import check_ints, check_numbers
 from ..configs import ExperimentConfig, field
@@ -24,7 +23,7 @@ from ..models import MLPField, as_field
 from ..solve import evaluation_nfe
 
 __all__ = ["ToyConfig", "Toy", "EXPERIMENT", "PRESETS", "SWEEPS", "make_problem", "NFE_TOLS", "RK_INIT", "RQ2_C",
-           "RQ2_SOLVERS", "SOLVER_ORDER", "rq2_lam", "rq2_frame", "best_orders"]
+           "RQ2_SOLVERS", "SOLVER_ORDER", "rq2_lam", "weight_c", "RQ2_BEST"]
 
 NFE_TOLS = (1e-4, 1e-6, 1.4e-8, 1e-10)
 
@@ -74,6 +73,8 @@ RK_INIT = {1: 1.610, 2: 1.285, 3: 4.001, 4: 49.04, 5: 2684.0, 6: 2.865e5}
 SOLVER_ORDER = {"heun": 2, "bosh3": 3, "dopri5": 5, "dopri8": 8}  # the grid's solvers and their orders
 RQ2_SOLVERS = tuple(SOLVER_ORDER)
 RQ2_C = (1e-1, 1e-3)
+# the orders K with the fewest evaluations among the fitting models of seed 0, all at c = 0.1 (chapter 04)
+RQ2_BEST = {"heun": (2,), "bosh3": (3,), "dopri5": (5, 6), "dopri8": (6,)}
 # Judged at the training tolerance (1e-5), which every solver of the grid reaches within max_steps.
 # 1500 steps: 1200 at the cpu preset's 1e-2 (the unregularised field
 # sits on a plateau, MSE ≈ 0.98, for about 900 of them) and 300 at 1e-3, so that no run ends on one of
@@ -95,63 +96,20 @@ SWEEPS = {
     "rq2": tuple({"reg": "none", "solver": sol, **RQ2_SETTINGS} for sol in RQ2_SOLVERS)
     + tuple({"reg": "taylor", "order": k, "lam": rq2_lam(k, c), "estimator": "sampled", "solver": sol, **RQ2_SETTINGS}
             for c in RQ2_C for sol in RQ2_SOLVERS for k in range(1, 7)),
+    # the spread of the grid's verdict: each solver's unregularised model and its best K of seed 0 (c = 0.1,
+    # RQ2_BEST) at seeds 1 and 2. Out dir results/toy/rq2.
+    "rq2_seeds": tuple({"reg": "none", "solver": sol, "seed": seed, **RQ2_SETTINGS}
+                       for seed in (1, 2) for sol in RQ2_SOLVERS)
+    + tuple({"reg": "taylor", "order": k, "lam": rq2_lam(k, RQ2_C[0]), "estimator": "sampled", "solver": sol,
+             "seed": seed, **RQ2_SETTINGS} for seed in (1, 2) for sol in RQ2_SOLVERS for k in RQ2_BEST[sol]),
 }
 
 
-def _weight_c(cfg: dict) -> float:
+def weight_c(cfg: dict) -> float:
     """The initial penalty weight c of an RQ2 run (0 for an unregularised one)."""
     if cfg["reg"] == "none":
         return 0.0
     return min(RQ2_C, key=lambda c: abs(np.log(cfg["lam"] * RK_INIT[cfg["order"]] / c)))
-
-
-def rq2_frame(records) -> pd.DataFrame:
-    """The RQ2 grid as a table: one row per run record (dicts as `taynode.records.load_record` gives).
-
-    Columns: `solver`, `order` (0 = unregularised), `weight` (c), `fit` (MSE), `nfe_train_tol`
-    (joint NFE at the evaluation tolerance) and `nfe`, `tol`: the joint NFE at the tightest of
-    `NFE_TOLS` at which the run's solver solves every model of `records` within max_steps.
-
-    **Raises** `ValueError` for no records, a non-toy record, or a solver with no tolerance that
-    all its records reach.
-    """
-    records = list(records)
-    if not records:
-        raise ValueError("records is empty: pass the run records of the rq2 sweep (results/toy/rq2)")
-    if any(r.get("experiment") != "toy" for r in records):
-        raise ValueError("records must all be toy run records")
-    tight = {}
-    for solver in sorted({r["config"]["solver"] for r in records}):
-        nfes = [r["metrics"]["nfe_by_tol"] for r in records if r["config"]["solver"] == solver]
-        reached = [t for t in NFE_TOLS if all(n.get(str(t)) is not None for n in nfes)]
-        if not reached:
-            raise ValueError(f"no tolerance of {NFE_TOLS} has an NFE for every {solver} record")
-        tight[solver] = min(reached)
-    rows = []
-    for r in records:
-        c, m = r["config"], r["metrics"]
-        rows.append(dict(solver=c["solver"], order=c["order"] if c["reg"] != "none" else 0,
-                         weight=_weight_c(c), fit=m["mse"], nfe_train_tol=m["test_nfe"],
-                         nfe=float(m["nfe_by_tol"][str(tight[c["solver"]])]), tol=tight[c["solver"]]))
-    return pd.DataFrame(rows)
-
-
-def best_orders(frame: pd.DataFrame, fit_max: float) -> pd.DataFrame:
-    """Per solver: the orders K whose models reach the lowest NFE among those that fit (MSE ≤ `fit_max`).
-
-    Returns a DataFrame indexed by solver with `best_k` (a tuple of K), `best_nfe`, `unreg_nfe`.
-    A solver with no fitting regularised model gets `best_k = ()` and `best_nfe` NaN.
-    """
-    out = {}
-    for solver, g in frame.groupby("solver", sort=False):
-        unreg = g[g["order"] == 0]
-        if len(unreg) != 1:
-            raise ValueError(f"frame needs one unregularised row for {solver}, got {len(unreg)}")
-        fits = g[(g["order"] > 0) & (g["fit"] <= fit_max)]
-        best = fits["nfe"].min() if len(fits) else float("nan")
-        ks = tuple(sorted({int(k) for k in fits[fits["nfe"] == best]["order"]}))
-        out[solver] = dict(best_k=ks, best_nfe=best, unreg_nfe=float(unreg["nfe"].iloc[0]))
-    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def _module(cfg: ToyConfig) -> MLPField:

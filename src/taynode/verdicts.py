@@ -1,0 +1,272 @@
+"""What the records say: each chapter's criterion, verdicts per seed, and the words that sum them up.
+
+Analysis, not an experiment: the chapters and "What reproduces" import the criteria from here, so a
+verdict is computed one way wherever it appears.
+
+- A `Criterion` says when a regularised run reproduces the paper's claim against the unregularised run
+  of the same seed: its NFE at most `max_nfe_ratio` times the unregularised NFE, and its task metric no
+  more than `tolerance` worse. `Criterion.statement` is the sentence a chapter prints before its table.
+- `verdict` turns per-seed outcomes into **holds** (at every seed), **partly** (at some), **does not**
+  (at none) or **not yet** (no outcome); `seeds_phrase` says at which seeds, in words.
+- The order grid of chapter 4: `rq2_frame` and `best_orders` (toy), `rq2_best` (MNIST) and
+  `order_match`, which counts a match only where the best K is the solver's order and beats the
+  neighbouring orders by more than the spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "judge_seeds", "rq2_frame",
+           "best_orders", "rq2_best", "order_match", "SOLVER_STEP_NFE", "PUBLISHED", "published_frame"]
+
+VERDICTS = ("holds", "partly", "does not", "not yet")
+
+
+def verdict(outcomes: Iterable[bool]) -> str:
+    """**holds** if every outcome is True, **partly** if some are, **does not** if none, **not yet** if empty."""
+    outcomes = [bool(o) for o in outcomes]
+    if not outcomes:
+        return "not yet"
+    if all(outcomes):
+        return "holds"
+    return "partly" if any(outcomes) else "does not"
+
+
+def _join(items) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def seeds_phrase(by_seed: Mapping[int, bool]) -> str:
+    """`"at every seed (0, 1, 2)"`, `"at seeds 0 and 2 of 0, 1, 2"`, `"at seed 1 only"`, `"at no seed"`."""
+    seeds = sorted(by_seed)
+    if not seeds:
+        raise ValueError("by_seed is empty: judge at least one seed")
+    yes = [s for s in seeds if by_seed[s]]
+    if len(seeds) == 1:
+        return f"at its one seed ({seeds[0]})" if yes else f"not at its one seed ({seeds[0]})"
+    if len(yes) == len(seeds):
+        return f"at every seed ({', '.join(map(str, seeds))})"
+    if not yes:
+        return f"at no seed of {', '.join(map(str, seeds))}"
+    if len(yes) == 1:
+        return f"at seed {yes[0]} only (of {', '.join(map(str, seeds))})"
+    return f"at seeds {_join(yes)} of {', '.join(map(str, seeds))}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """When a regularised run reproduces the claim "fewer evaluations, nearly as good a model".
+
+    **Arguments**
+    - `max_nfe_ratio`: the run's NFE ÷ the unregularised run's must be at most this.
+    - `metric`: the task metric's name in words (`"test accuracy"`).
+    - `tolerance`: how much worse the metric may be.
+    - `relative`: the tolerance is a fraction of the unregularised value (else in the metric's units).
+    - `higher_is_better`: accuracy (True) or a loss / NLL / MSE (False).
+    - `unit`: the unit of an absolute tolerance (`"points"`, `"nats"`).
+    """
+
+    max_nfe_ratio: float
+    metric: str
+    tolerance: float
+    relative: bool = False
+    higher_is_better: bool = False
+    unit: str = ""
+
+    def __post_init__(self):
+        if not self.max_nfe_ratio > 0 or not self.tolerance >= 0:
+            raise ValueError("max_nfe_ratio must be > 0 and tolerance >= 0")
+
+    def worsening(self, value, base):
+        """How much worse `value` is than `base` (positive: worse), in the criterion's terms."""
+        diff = (base - value) if self.higher_is_better else (value - base)
+        return diff / abs(base) if self.relative else diff
+
+    def holds(self, nfe, base_nfe, value, base_value) -> bool:
+        """Whether a run (NFE, metric) meets the criterion against the unregularised (base_nfe, base_value)."""
+        return bool(nfe <= self.max_nfe_ratio * base_nfe and self.worsening(value, base_value) <= self.tolerance)
+
+    @property
+    def statement(self) -> str:
+        """The criterion as a sentence, to print before the table it judges."""
+        tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:g} {self.unit}".strip()
+        worse = "lower" if self.higher_is_better else "higher"
+        return (f"a regularised run reproduces the claim when its test NFE is at most {self.max_nfe_ratio:g}× "
+                f"the unregularised run's of the same seed and its {self.metric} is at most {tol} {worse}")
+
+
+#: The criterion of each chapter (chapter 3: the toy; 5: MNIST; 6: PhysioNet; 7: density estimation).
+CRITERIA = {
+    "toy": Criterion(0.5, "MSE", 0.0, relative=True),
+    "mnist": Criterion(0.5, "test accuracy", 1.0, higher_is_better=True, unit="points"),
+    "physionet": Criterion(0.75, "test MSE", 0.05, relative=True),
+    "density": Criterion(0.75, "test NLL", 0.05, unit="nats (bits/dim for images)"),
+}
+
+
+def judge_seeds(frame: pd.DataFrame, criterion: Criterion, *, nfe: str = "nfe", metric: str = "metric",
+                base_nfe: str = "base_nfe", base_metric: str = "base_metric") -> dict[int, bool]:
+    """`{seed: holds}` for the rows of `frame` (one run per seed, with its seed's unregularised values)."""
+    if "seed" not in frame or frame["seed"].duplicated().any():
+        raise ValueError("frame needs a 'seed' column with one row per seed")
+    return {int(r["seed"]): criterion.holds(r[nfe], r[base_nfe], r[metric], r[base_metric])
+            for _, r in frame.iterrows()}
+
+
+# --- chapter 4: which K for which solver ---------------------------------------------------------
+
+#: NFE of one more step of each solver of the grid (the smallest change an NFE count can show)
+SOLVER_STEP_NFE = {"heun": 2, "bosh3": 3, "dopri5": 6, "dopri8": 12}
+
+
+def rq2_frame(records) -> pd.DataFrame:
+    """The toy's RQ2 grid as a table: one row per run record (dicts as `taynode.records.load_record` gives).
+
+    Columns: `solver`, `order` (0 = unregularised), `weight` (c), `seed`, `fit` (MSE), `nfe_train_tol`
+    (joint NFE at the evaluation tolerance) and `nfe`, `tol`: the joint NFE at the tightest of
+    `taynode.experiments.toy.NFE_TOLS` at which the run's solver solves every model of `records`
+    within max_steps.
+
+    **Raises** `ValueError` for no records, a non-toy record, or a solver with no tolerance that
+    all its records reach.
+    """
+    from .experiments.toy import NFE_TOLS, weight_c
+
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty: pass the run records of the rq2 sweep (results/toy/rq2)")
+    if any(r.get("experiment") != "toy" for r in records):
+        raise ValueError("records must all be toy run records")
+    tight = {}
+    for solver in sorted({r["config"]["solver"] for r in records}):
+        nfes = [r["metrics"]["nfe_by_tol"] for r in records if r["config"]["solver"] == solver]
+        reached = [t for t in NFE_TOLS if all(n.get(str(t)) is not None for n in nfes)]
+        if not reached:
+            raise ValueError(f"no tolerance of {NFE_TOLS} has an NFE for every {solver} record")
+        tight[solver] = min(reached)
+    rows = []
+    for r in records:
+        c, m = r["config"], r["metrics"]
+        rows.append(dict(solver=c["solver"], order=c["order"] if c["reg"] != "none" else 0,
+                         weight=weight_c(c), seed=c.get("seed", 0), fit=m["mse"], nfe_train_tol=m["test_nfe"],
+                         nfe=float(m["nfe_by_tol"][str(tight[c["solver"]])]), tol=tight[c["solver"]]))
+    return pd.DataFrame(rows)
+
+
+def best_orders(frame: pd.DataFrame, fit_max: float) -> pd.DataFrame:
+    """Per solver: the orders K whose models reach the lowest NFE among those that fit (MSE ≤ `fit_max`).
+
+    Seed 0's models only (the grid's other seeds measure the spread). Returns a DataFrame indexed by
+    solver with `best_k` (a tuple of K), `best_nfe`, `unreg_nfe`. A solver with no fitting regularised
+    model gets `best_k = ()` and `best_nfe` NaN.
+    """
+    if "seed" in frame:
+        frame = frame[frame["seed"] == 0]
+    out = {}
+    for solver, g in frame.groupby("solver", sort=False):
+        unreg = g[g["order"] == 0]
+        if len(unreg) != 1:
+            raise ValueError(f"frame needs one unregularised row for {solver}, got {len(unreg)}")
+        fits = g[(g["order"] > 0) & (g["fit"] <= fit_max)]
+        best = fits["nfe"].min() if len(fits) else float("nan")
+        ks = tuple(sorted({int(k) for k in fits[fits["nfe"] == best]["order"]}))
+        out[solver] = dict(best_k=ks, best_nfe=best, unreg_nfe=float(unreg["nfe"].iloc[0]))
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def order_match(nfe_by_k: Mapping[int, float], order: int, spread: float) -> bool:
+    """Whether K = `order` (the solver's order p) is the best K, by more than `spread`.
+
+    `nfe_by_k` maps each tested K to the lowest NFE among its models that fit (NaN or missing where
+    none fits). A match needs p among the tested orders, p's NFE the lowest, and every neighbouring
+    order (p − 1, p + 1, where tested) more than `spread` evaluations above it. A solver whose order
+    lies beyond the grid is never a match.
+    """
+    if order not in nfe_by_k or not np.isfinite(nfe_by_k[order]):
+        return False
+    best = nfe_by_k[order]
+    if any(np.isfinite(v) and v < best for v in nfe_by_k.values()):
+        return False
+    neighbours = [nfe_by_k[k] for k in (order - 1, order + 1) if k in nfe_by_k]
+    return all(not np.isfinite(v) or v - best > spread for v in neighbours)
+
+
+def rq2_best(records, max_acc_drop: float = 1.0):
+    """The MNIST RQ2 grid (run records as `taynode.records.load_record` gives) as a DataFrame.
+
+    Columns `solver`, `order` (0 = unregularised), `lam`, `nfe` (joint test NFE), `nfe_per_example`,
+    `acc` (test accuracy, %), `ratio` (NFE ÷ the same solver's unregularised NFE) and `best`: True for the
+    regularised runs with the lowest NFE of their solver among those whose accuracy is at most
+    `max_acc_drop` points below the unregularised run's.
+    """
+    records = list(records)
+    if not records or any(r.get("experiment") != "mnist" for r in records):
+        raise ValueError("records must be a non-empty list of mnist run records (results/mnist/rq2)")
+    df = pd.DataFrame([
+        dict(solver=r["config"]["solver"], order=r["config"]["order"] if r["config"]["reg"] != "none" else 0,
+             lam=r["config"]["lam"], nfe=r["metrics"]["test_nfe"], acc=100 * r["metrics"]["test_acc"],
+             nfe_per_example=r["metrics"].get("test_nfe_per_example", np.nan))
+        for r in records
+    ]).sort_values(["solver", "order"], ignore_index=True)
+    df["ratio"], df["best"] = np.nan, False
+    for solver, g in df.groupby("solver"):
+        unreg = g[g["order"] == 0]
+        if len(unreg) != 1:
+            raise ValueError(f"records need one unregularised {solver} run, got {len(unreg)}")
+        base = unreg.iloc[0]
+        df.loc[g.index, "ratio"] = g["nfe"] / base.nfe
+        ok = g[(g["order"] > 0) & (g["acc"] >= base.acc - max_acc_drop)]
+        if len(ok):
+            df.loc[ok.index[ok["nfe"] == ok["nfe"].min()], "best"] = True
+    return df
+
+
+# --- published numbers beside the book's ------------------------------------------------------------
+
+#: Pal, Ma, Shah, Rackauckas (ICML 2021), "Opening the Blackbox", the only independent rerun of the
+#: paper's models found (values as `../shared/REFERENCES.md` gives them from the authors' LaTeX). The
+#: TayNODE rows ran the paper's original JAX code; the other rows ran in Julia with Tsit5 at 1.4e-8, so
+#: their NFE are "not directly comparable" (the authors' words, 2023).
+PUBLISHED = {
+    "mnist": {
+        "citation": "pal2021opening",
+        "setting": "the paper's MNIST model; TayNODE: batch 100, K = 3, λ = 3.02e-3, original JAX code",
+        "columns": ("train_acc", "test_acc", "train_h", "predict_s", "nfe"),
+        "rows": {
+            "Vanilla NODE": (100.0, 97.94, 0.98, 0.094, 253.0),
+            "STEER": (100.0, 97.94, 1.31, 0.092, 265.0),
+            "TayNODE": (98.98, 97.89, 1.19, 0.079, 80.3),
+            "SRNODE": (100.0, 98.08, 1.24, 0.094, 259.0),
+            "ERNODE": (99.71, 97.32, 0.82, 0.060, 177.0),
+        },
+    },
+    "physionet": {
+        "citation": "pal2021opening",
+        "setting": "latent ODE on PhysioNet; TayNODE: K = 2, λ = 0.01, batch 512, 300 epochs, original JAX code; "
+                   "loss ×1e-3 as the authors report it",
+        "columns": ("train_loss", "test_loss", "train_h", "predict_s", "nfe"),
+        "rows": {
+            "Vanilla NODE": (3.48, 3.55, 1.75, 0.53, 733.0),
+            "STEER": (3.43, 3.48, 1.62, 0.54, 699.0),
+            "TayNODE": (4.21, 4.21, 12.3, 0.22, 167.3),
+            "SRNODE": (3.52, 3.58, 0.87, 0.20, 273.0),
+            "ERNODE": (3.51, 3.57, 0.94, 0.21, 287.0),
+        },
+    },
+}
+
+
+def published_frame(task: str) -> pd.DataFrame:
+    """`PUBLISHED[task]` as a DataFrame indexed by method."""
+    if task not in PUBLISHED:
+        raise ValueError(f"task must be one of {sorted(PUBLISHED)}, got {task!r}")
+    p = PUBLISHED[task]
+    return pd.DataFrame.from_dict(p["rows"], orient="index", columns=list(p["columns"]))

@@ -1,0 +1,73 @@
+"""Criteria, verdicts per seed and the words that sum them up."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from taynode.verdicts import CRITERIA, Criterion, judge_seeds, order_match, seeds_phrase, verdict
+
+
+@pytest.mark.parametrize("outcomes,want", [
+    ([True, True, True], "holds"), ([True, False, True], "partly"), ([False, False], "does not"), ([], "not yet"),
+])
+def test_verdict(outcomes, want):
+    assert verdict(outcomes) == want
+
+
+@pytest.mark.parametrize("by_seed,want", [
+    ({0: True, 1: True, 2: True}, "at every seed (0, 1, 2)"),
+    ({0: True, 1: False, 2: True}, "at seeds 0 and 2 of 0, 1, 2"),
+    ({0: True, 1: False, 2: False}, "at seed 0 only (of 0, 1, 2)"),
+    ({0: False, 1: False}, "at no seed of 0, 1"),
+    ({0: True}, "at its one seed (0)"),
+])
+def test_seeds_phrase(by_seed, want):
+    assert seeds_phrase(by_seed) == want
+
+
+def test_seeds_phrase_needs_a_seed():
+    with pytest.raises(ValueError, match="by_seed is empty"):
+        seeds_phrase({})
+
+
+def test_accuracy_criterion_judges_both_conditions_at_their_boundaries():
+    c = CRITERIA["mnist"]  # NFE <= 0.5x, accuracy at most 1 point lower
+    assert c.holds(40, 80, 97.0, 98.0)  # exactly at both bounds
+    assert not c.holds(40.5, 80, 98.0, 98.0)
+    assert not c.holds(30, 80, 96.9, 98.0)
+    assert c.holds(30, 80, 99.0, 98.0)  # better accuracy is fine
+    assert "at most 0.5×" in c.statement and "at most 1 points lower" in c.statement
+
+
+def test_relative_loss_criterion():
+    c = Criterion(0.75, "test MSE", 0.05, relative=True)
+    assert c.holds(75, 100, 1.05e-3, 1e-3) and not c.holds(75, 100, 1.06e-3, 1e-3)
+    assert "at most 5% higher" in c.statement
+
+
+def test_bad_criterion_is_an_error():
+    with pytest.raises(ValueError, match="max_nfe_ratio must be > 0"):
+        Criterion(0.0, "x", 0.1)
+
+
+def test_judge_seeds_gives_one_outcome_per_seed():
+    frame = pd.DataFrame(dict(seed=[0, 1, 2], nfe=[40, 50, 30], base_nfe=[80, 80, 80],
+                              metric=[97.5, 98.0, 95.0], base_metric=[98.0, 98.0, 98.0]))
+    by_seed = judge_seeds(frame, CRITERIA["mnist"])
+    assert by_seed == {0: True, 1: False, 2: False}
+    assert verdict(by_seed.values()) == "partly"
+    with pytest.raises(ValueError, match="one row per seed"):
+        judge_seeds(pd.concat([frame, frame]), CRITERIA["mnist"])
+
+
+@pytest.mark.parametrize("nfe_by_k,order,spread,want", [
+    ({2: 100, 3: 80, 4: 90}, 3, 6, True),        # best at p, neighbours more than the spread above
+    ({2: 100, 3: 80, 4: 84}, 3, 6, False),       # a neighbour within the spread: no clear winner
+    ({2: 70, 3: 80, 4: 90}, 3, 6, False),        # another K is better
+    ({5: 110, 6: 110}, 5, 6, False),             # a tie is not a win
+    ({1: 200, 2: 100, 3: 150}, 8, 6, False),     # the solver's order lies beyond the grid
+    ({2: 100, 3: 80, 4: math.nan}, 3, 6, True),  # an order with no fitting model does not count against p
+])
+def test_order_match(nfe_by_k, order, spread, want):
+    assert order_match(nfe_by_k, order, spread) is want

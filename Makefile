@@ -18,7 +18,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_SHA256  := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: setup data test unit slow notebooks book html mathjax bench clean
+.PHONY: setup data test unit slow notebooks book html browser mathjax bench clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,16 @@ book: setup data mathjax
 # The HTML from the chapters in $(JCACHE) (a chapter not found there is executed).
 html: setup mathjax
 	$(BIN)/jupyter-book build . --all -W --keep-going
+
+# Every page of the built HTML ($(BOOK_HTML)) in headless Chromium, served from 127.0.0.1 with no
+# other host reachable: console errors, maths left as TeX, images that did not load, links to
+# missing pages or anchors, tables and code wider than the column (tests/book/test_browser.py);
+# a screenshot of every page in _build/screenshots/. Needs Debian's `chromium` (skipped without).
+BOOK_HTML ?= _build/html
+browser: setup
+	rm -rf _build/screenshots
+	TAYNODE_BOOK_HTML=$(BOOK_HTML) TAYNODE_SCREENSHOTS=_build/screenshots \
+		$(BIN)/python -m pytest tests/book -q -p no:cacheprovider --tb=short
 
 mathjax: $(MATHJAX)
 

@@ -97,6 +97,11 @@ EXPECTED = {  # hourly cells by hand, implausible values dropped
     300003: {(20, "HR"): 120.0, (21, "Temp"): 38.0},
 }
 EXPECTED_KEEP = {**EXPECTED, 200004: {**EXPECTED[200004], (3, "pH"): (735 + 7.40) / 2, (4, "Temp"): (-17.8 + 37.0) / 2}}
+# the physiological rule also removes HR 0 (below 20 bpm); Urine 0 (anuria) is survivable and stays
+EXPECTED_PHYS = {**EXPECTED, 200004: {k: v for k, v in EXPECTED[200004].items() if k != (5, "HR")}}
+EXPECTED_BY_RULE = {"drop": EXPECTED, "keep": EXPECTED_KEEP, "physiological": EXPECTED_PHYS}
+# values each rule removes from the synthetic records, per feature
+REMOVED_BY_RULE = {"drop": {"pH": 1, "Temp": 1}, "keep": {}, "physiological": {"pH": 1, "Temp": 1, "HR": 1}}
 EMPTY = (200002, 200003)
 DEATH = {200001: 0, 200002: 1, 200003: 0, 200004: 1, 200005: 0, 300001: 0, 300002: 1, 300003: 0}
 
@@ -179,7 +184,7 @@ def test_parse_record_by_hand():
     np.testing.assert_allclose(rec.values, v, rtol=0, atol=1e-12)
     assert rec.values.shape == (49, 37) and rec.values[1, F["Weight"]] == 81.0
     assert rec.missing_codes[F["Weight"]] == 1 and rec.missing_codes.sum() == 1  # descriptors' -1 not counted
-    assert rec.implausible.sum() == 0
+    assert rec.implausible.sum() == 0 and rec.removed.sum() == 0
 
 
 @pytest.mark.parametrize(
@@ -194,15 +199,68 @@ def test_quantisation_to_nearest_slot_ties_to_even(time, q, slot):
     assert np.argwhere(rec.mask).tolist() == [[slot, F["HR"]]]
 
 
-@pytest.mark.parametrize("mode", ["drop", "keep"])
+@pytest.mark.parametrize("mode", ["drop", "keep", "physiological"])
 def test_implausible_values(mode):
     rec = pn.parse_record(RECORDS["set-a"][200004], implausible=mode)
-    want = EXPECTED[200004] if mode == "drop" else EXPECTED_KEEP[200004]
-    v, m = dense(want)
+    v, m = dense(EXPECTED_BY_RULE[mode][200004])
     np.testing.assert_array_equal(rec.mask, m)
     np.testing.assert_allclose(rec.values, v, rtol=0, atol=1e-12)
+    # values outside the possible ranges are counted whatever the rule
     assert rec.implausible[F["pH"]] == 1 and rec.implausible[F["Temp"]] == 1 and rec.implausible.sum() == 2
-    assert rec.values[5, F["HR"]] == 0.0 and rec.mask[5, F["HR"]]  # a zero is a value
+    assert {f: int(rec.removed[j]) for f, j in F.items() if rec.removed[j]} == REMOVED_BY_RULE[mode]
+    # a zero heart rate is a possible number (kept by drop) but not a survivable one
+    assert bool(rec.mask[5, F["HR"]]) is (mode != "physiological")
+
+
+def test_physiological_ranges_are_documented_and_inside_the_possible_ones():
+    assert set(pn.PHYSIOLOGICAL_RANGES) == set(pn.FEATURES)
+    for f, (lo, hi) in pn.PHYSIOLOGICAL_RANGES.items():
+        vlo, vhi = pn.VALID_RANGES[f]
+        assert vlo <= lo < hi <= vhi, f
+    # every feature has its one-line reason in the source comment above the table
+    source = Path(pn.__file__).read_text()
+    table = source[source.index("#: Generous survivable range") : source.index("PHYSIOLOGICAL_RANGES: dict")]
+    for f in pn.FEATURES:
+        assert f"#: - {f} " in table or f", {f} " in table or f" and {f} " in table, f
+
+
+def test_physiological_rule_keeps_the_bounds_and_removes_what_lies_outside():
+    """A synthetic record holding, for every feature, both bounds and a value just outside each."""
+    rows, inside, outside = [], {}, {}
+    for j, (f, (lo, hi)) in enumerate(pn.PHYSIOLOGICAL_RANGES.items()):
+        eps = 7e-4 * (hi - lo)  # never lands on the missing code -1
+        hh = 1 + j  # one hour per feature
+        rows += [f"{hh:02d}:00,{f},{lo}", f"{hh:02d}:10,{f},{hi}", f"{hh + 1:02d}:20,{f},{lo - eps}",
+                 f"{hh + 1:02d}:25,{f},{hi + eps}"]
+        inside[f], outside[f] = (lo + hi) / 2, 2
+    rec = pn.parse_record(record(1, "\n".join(rows)), implausible="physiological")
+    assert {f: int(rec.removed[F[f]]) for f in pn.FEATURES} == outside
+    for j, f in enumerate(pn.PHYSIOLOGICAL_RANGES):  # the two bounds are kept and averaged in their hour
+        assert rec.mask[1 + j, F[f]] and rec.values[1 + j, F[f]] == pytest.approx(inside[f], rel=1e-12)
+        assert rec.mask[:, F[f]].sum() == 1
+    # the same record under "drop" keeps whatever is possible (only negative values, pH > 14, ... go)
+    drop = pn.parse_record(record(1, "\n".join(rows)), implausible="drop")
+    assert (drop.removed == drop.implausible).all() and drop.removed.sum() < rec.removed.sum()
+
+
+@pytest.mark.parametrize("mode", ["drop", "physiological"])
+def test_scaling_uses_training_statistics_after_the_rule(tmp_path, monkeypatch, mode):
+    """A training record with Temp 0 °C and a 0 kg weight: the physiological rule keeps them out of the minimum."""
+    train_ids, _ = expected_split(sorted(EXPECTED))
+    rid = min(train_ids - set(EMPTY))
+    records = {s: dict(r) for s, r in RECORDS.items()}
+    s = "set-a" if rid < 300000 else "set-b"
+    records[s][rid] = records[s][rid] + "06:00,Temp,0\n07:00,Weight,0\n"
+    install(tmp_path / "data" / "physionet2012", blobs(records), monkeypatch)
+    d = pn.load_physionet(tmp_path / "data", implausible=mode, **offline())
+    assert rid in d.train.record_ids
+    expected = EXPECTED_BY_RULE[mode]
+    for f in ("Temp", "Weight"):
+        xs = [x for r in train_ids - set(EMPTY) for (_, g), x in expected[r].items() if g == f]
+        want = 0.0 if mode == "drop" else min(xs)
+        assert d.data_min[F[f]] == want, f
+    assert d.info["removed"] == ({**REMOVED_BY_RULE[mode], "Temp": 2, "Weight": 1} if mode == "physiological"
+                                 else REMOVED_BY_RULE[mode])
 
 
 @pytest.mark.parametrize("rid, has_series", [(200002, False), (200003, False), (300001, True)])
@@ -278,10 +336,10 @@ def check_split(split, expected, ids, lo, hi, quant=60):
         assert split.in_hospital_death[i] == DEATH[rid]
 
 
-@pytest.mark.parametrize("mode", ["drop", "keep"])
+@pytest.mark.parametrize("mode", ["drop", "keep", "physiological"])
 def test_load_by_hand(synth, mode):
     d = pn.load_physionet(synth, implausible=mode, **offline())
-    expected = EXPECTED if mode == "drop" else EXPECTED_KEEP
+    expected = EXPECTED_BY_RULE[mode]
     all_ids = sorted(expected)
     want_train, want_test = expected_split(all_ids)
     train_ids, test_ids = want_train - set(EMPTY), want_test - set(EMPTY)
@@ -306,6 +364,7 @@ def test_load_by_hand(synth, mode):
     assert not set(pn.STATIC) & set(d.features)
     assert d.info["missing_codes"] == {"Weight": 2}  # 200001 and 200002 at 00:00
     assert d.info["implausible"] == {"pH": 1, "Temp": 1}
+    assert d.info["removed"] == REMOVED_BY_RULE[mode]
     assert d.info["implausible_rule"] == mode and d.info["n_records"] == {"set-a": 5, "set-b": 3}
 
 
@@ -354,7 +413,7 @@ def test_quantization_setting(synth):
         ({"quantization_minutes": 7}, "quantization_minutes must be an int dividing 2880"),
         ({"quantization_minutes": 0}, "quantization_minutes must be"),
         ({"quantization_minutes": 60.0}, "quantization_minutes must be"),
-        ({"implausible": "clip"}, r"implausible must be one of \('drop', 'keep'\), got 'clip'"),
+        ({"implausible": "clip"}, r"implausible must be one of \('drop', 'physiological', 'keep'\), got 'clip'"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
@@ -386,11 +445,17 @@ def test_cache_is_used_and_keyed(synth, monkeypatch):
     with pytest.raises(AssertionError, match="parsed again"):
         pn.load_physionet(synth, implausible="keep", **offline())
     with pytest.raises(AssertionError, match="parsed again"):
+        pn.load_physionet(synth, implausible="physiological", **offline())
+    with pytest.raises(AssertionError, match="parsed again"):
         pn.load_physionet(synth, quantization_minutes=30, **offline())
     # the name carries the key: raw checksums and parsing settings
     key = pn._cache_key(60, "drop")
     assert path.name == f"physionet2012-taynode-derived-{key[:16]}.npz"
-    assert len({key, pn._cache_key(60, "keep"), pn._cache_key(30, "drop")}) == 3
+    phys = pn._cache_key(60, "physiological")
+    assert len({key, pn._cache_key(60, "keep"), pn._cache_key(30, "drop"), phys}) == 4
+    # the ranges are part of the key: another table, another cache
+    monkeypatch.setitem(pn.PHYSIOLOGICAL_RANGES, "Temp", (25.0, 45.0))
+    assert pn._cache_key(60, "physiological") != phys
     monkeypatch.setitem(pn.SHA256, "Outcomes-a.txt", sha(b"other"))
     assert pn._cache_key(60, "drop") != key
 
@@ -618,7 +683,7 @@ def test_real_observed_fraction_and_time_points(real):
 def test_real_missing_codes_and_implausible_values(real):
     """REFERENCES: Weight -1 in 673 records at 00:00; 41 Temp values below 0; 10 pH values above 14."""
     assert real.info["missing_codes"] == {"Weight": 673}
-    assert real.info["implausible"] == {"Temp": 41, "pH": 10}
+    assert real.info["implausible"] == real.info["removed"] == {"Temp": 41, "pH": 10}
     assert (real.data_min >= 0).all()
     ph = F["pH"]
     assert real.data_max[ph] <= 14
@@ -646,3 +711,43 @@ def test_real_repacked_tarball_reproduces_the_checksum(tmp_path):
     assert sha(other.read_bytes()) != pn.SHA256["set-b.tar.gz"]
     out = pn.canonical_tarball(other, tmp_path / "set-b.tar.gz", set_name="set-b")
     assert _fetch.sha256_file(out) == "165765a7e569b390ab9a8a80c3561c0e60e7ccab75d93e7401d70a4158d720d7"
+
+
+def _raw_values():
+    """Every value of every time-varying parameter in the raw archives, read independently of the parser."""
+    out: dict[str, list[float]] = {}
+    for s in ("set-a", "set-b"):
+        with tarfile.open(_REAL[-1] / "physionet2012" / f"{s}.tar.gz") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                for line in tar.extractfile(m).read().decode().splitlines()[1:]:
+                    _, param, value = line.split(",")
+                    out.setdefault(param, []).append(float(value))
+    return {k: np.asarray(v) for k, v in out.items() if k in pn.FEATURES}
+
+
+@pytest.mark.slow
+def test_real_physiological_rule_counts(real):
+    """The physiological rule's removed counts against a count on the raw records; -1 codes are not values."""
+    if not _REAL:
+        pytest.skip("needs the real files")
+    phys = pn.load_physionet(REPO / "data", _REAL[-1], implausible="physiological", allow_url=False, progress=False)
+    raw = _raw_values()
+    want = {}
+    for f, (lo, hi) in pn.PHYSIOLOGICAL_RANGES.items():
+        v = raw[f][raw[f] != -1]
+        if n := int(np.sum((v < lo) | (v > hi))):
+            want[f] = n
+    assert phys.info["removed"] == want
+    assert phys.info["implausible"] == {"Temp": 41, "pH": 10}
+    # the zeros that stay under "drop" are gone: Temp 0 °C, Weight 0, pH 0.4
+    for f in ("Temp", "Weight", "pH"):
+        assert want[f] > real.info["removed"].get(f, 0)
+        j = F[f]
+        observed = phys.train.mask[:, :, j] > 0
+        lo = pn.PHYSIOLOGICAL_RANGES[f][0]
+        assert phys.data_min[j] >= lo and phys.train.values[:, :, j][observed].min() == pytest.approx(0.0, abs=1e-12)
+    # no record loses its whole series: the same patients in both splits
+    np.testing.assert_array_equal(phys.test.record_ids, real.test.record_ids)
+    np.testing.assert_array_equal(phys.train.record_ids, real.train.record_ids)

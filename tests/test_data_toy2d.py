@@ -88,3 +88,102 @@ def test_rings_radii():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample_toy2d(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact densities and the data's own NLL, against quadrature on a grid and the sampler itself
+# ---------------------------------------------------------------------------------------------
+
+from taynode.data.toy2d import TOY_LOG_DENSITIES, data_nll, log_density  # noqa: E402
+
+# (half-width of the square grid, spacing): the densities vanish (< e^-30) outside; the spacing
+# resolves the narrowest feature (pinwheel's tangential σ = 0.2 after the factor 2)
+GRIDS = {"8gaussians": (6.0, 0.04), "pinwheel": (6.0, 0.05), "checkerboard": (4.0, 0.02)}
+
+
+def _grid(name):
+    half, h = GRIDS[name]
+    g = np.arange(-half + h / 2, half, h)  # cell midpoints
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1), h
+
+
+@pytest.fixture(scope="module")
+def grid_log_density():
+    return {name: (*_grid(name), log_density(name, _grid(name)[0])) for name in TOY_LOG_DENSITIES}
+
+
+@pytest.mark.parametrize("name", sorted(TOY_LOG_DENSITIES))
+def test_exact_density_integrates_to_one(name, grid_log_density):
+    _, h, logp = grid_log_density[name]
+    assert np.sum(np.exp(logp)) * h * h == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TOY_LOG_DENSITIES))
+def test_data_nll_is_the_entropy_by_quadrature(name, grid_log_density):
+    """H = −∫ p log p dx on the grid agrees with `data_nll` (Monte Carlo: within 4 standard errors)."""
+    _, h, logp = grid_log_density[name]
+    p = np.exp(logp)
+    entropy = -np.sum(np.where(p > 0, p * np.where(p > 0, logp, 0.0), 0.0)) * h * h
+    ref = data_nll(name, 200_000)
+    assert abs(ref.value - entropy) < 4 * ref.se + 1e-6
+    if name == "checkerboard":
+        assert ref.se == 0 and ref.value == pytest.approx(np.log(32), abs=1e-15)
+    else:
+        assert 0 < ref.se < 0.005 and "Monte Carlo" in ref.method
+
+
+@pytest.mark.parametrize("name", sorted(TOY_LOG_DENSITIES))
+def test_exact_density_matches_the_sampler_cell_by_cell(name, grid_log_density):
+    """The mass the density puts in each 1×1 cell matches the sampler's frequencies (binomial 5σ bound)."""
+    pts, h, logp = grid_log_density[name]
+    edges = np.arange(-8.0, 8.5, 1.0)
+    cell = lambda x: np.clip(np.floor(x + 8.0), 0, 15).astype(int)  # noqa: E731
+    mass = np.zeros((16, 16))
+    np.add.at(mass, (cell(pts[:, 0]), cell(pts[:, 1])), np.exp(logp) * h * h)
+    n = 100_000
+    x = sample_toy2d(name, n, seed=11)
+    freq = np.zeros((16, 16))
+    np.add.at(freq, (cell(x[:, 0]), cell(x[:, 1])), 1.0 / n)
+    assert len(edges) == 17
+    bound = 5 * np.sqrt(mass * (1 - mass) / n) + 1e-4
+    assert np.all(np.abs(freq - mass) <= bound)
+
+
+def test_eight_gaussians_density_is_the_mixture_formula():
+    """At a centre: (1/8)·N(0; 0, σ²I) plus the other components' (independent sum, σ = 0.5/√2)."""
+    from taynode.data.toy2d import EIGHT_GAUSSIANS_CENTERS as C
+
+    sigma2 = 0.125
+    x = C[:1]
+    d2 = np.sum((C - x) ** 2, axis=1)
+    expected = np.sum(np.exp(-d2 / (2 * sigma2)) / (2 * np.pi * sigma2)) / 8
+    assert log_density("8gaussians", x)[0] == pytest.approx(np.log(expected), rel=1e-12)
+
+
+def test_pinwheel_density_on_the_arm_is_the_change_of_variables():
+    """At r = 1, s = 0 of arm 0 (x = 2(cos θ, sin θ), θ = 0.25e): p = N(1; 1, 0.09)·N(0; 0, 0.01)/(5·4),
+    the other arms' contributions being negligible there."""
+    theta = 0.25 * np.e
+    x = np.array([[2 * np.cos(theta), 2 * np.sin(theta)]])
+    expected = 1 / (2 * np.pi * 0.3 * 0.1) / 20
+    assert log_density("pinwheel", x)[0] == pytest.approx(np.log(expected), abs=1e-9)
+
+
+def test_checkerboard_density_is_zero_off_the_dark_squares():
+    logp = log_density("checkerboard", np.array([[1.0, 1.0], [3.0, 1.0], [-1.0, -1.0], [4.5, 0.5]]))
+    np.testing.assert_array_equal(logp, [-np.log(32), -np.inf, -np.log(32), -np.inf])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: log_density("rings", np.zeros((2, 2))), r"^name must be one of .*got 'rings'$"),
+        (lambda: log_density("pinwheel", np.zeros((2, 3))), r"^x must have shape \(n, 2\), got \(2, 3\)$"),
+        (lambda: data_nll("2spirals"), r"^name must be one of .*got '2spirals'$"),
+        (lambda: data_nll("8gaussians", 1), r"^n must be an int >= 2, got 1$"),
+    ],
+)
+def test_bad_density_arguments_are_one_line_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -67,7 +67,10 @@ def test_metrics_report_the_test_nll_in_nats(name):
 
 def test_ffjord2d_initial_nll_is_that_of_the_standard_normal():
     """With zero parameters the field is 0 (the identity flow): NLL = mean ‖x‖²/2 + log 2π in 2-D."""
+    from taynode.evaluation import for_evaluation
+
     exp, cfg, data = _smoke("ffjord2d")
+    cfg, _ = for_evaluation(cfg, None)  # as reported: float64
     params = jax.tree_util.tree_map(jnp.zeros_like, exp.init_params(cfg, jr.PRNGKey(0)))
     x = exp.eval_arrays(cfg, data)
     expected = float(np.mean(0.5 * np.sum(x**2, axis=1) + np.log(2 * np.pi)))
@@ -81,8 +84,9 @@ def test_ffjord2d_points_follow_the_config_not_the_loaded_data():
     exp = REGISTRY["ffjord2d"]
     first, other = exp.config("smoke"), exp.config("smoke", density="pinwheel", seed=3)
     data = exp.load_data(first)
-    np.testing.assert_array_equal(exp.train_arrays(other, data), sample_toy2d("pinwheel", 500, seed=3))
-    np.testing.assert_array_equal(exp.eval_arrays(other, data), sample_toy2d("pinwheel", 200, seed=12345))
+    dtype = np.dtype(other.dtype)  # float32: the cpu preset's training dtype
+    np.testing.assert_array_equal(exp.train_arrays(other, data), sample_toy2d("pinwheel", 500, seed=3, dtype=dtype))
+    np.testing.assert_array_equal(exp.eval_arrays(other, data), sample_toy2d("pinwheel", 200, seed=12345, dtype=dtype))
 
 
 def test_unknown_density_is_a_one_line_error():
@@ -122,6 +126,7 @@ def test_train_size_beyond_the_split_is_an_error():
 def test_the_regularisers_see_z_only(name):
     """Penalties do not change when the log-density's initial value does (its dynamics read z only)."""
     exp, cfg, data = _smoke(name)
+    cfg = dataclasses.replace(cfg, dtype="float64")  # solved at 1e-8 below
     params = exp.init_params(cfg, jr.PRNGKey(1))
     # the training problem (Hutchinson for the tabular and image models, exact in 2-D)
     problem = exp.problem(cfg, params, exp.training_batch(cfg, exp.train_arrays(cfg, data)[:8], jr.PRNGKey(2)))

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -133,3 +134,95 @@ def test_resume_of_a_finished_run_returns_its_state(tmp_path):
     assert info["resumed_from"] == 8 and info["final_eval"] == ref_info["final_eval"]
     np.testing.assert_array_equal(np.asarray(state["params"]), np.asarray(ref_state["params"]))
     assert hist == ref_hist
+
+
+def test_selected_parameters_survive_a_resume(tmp_path):
+    """Model selection (`select`) keeps the best evaluation's parameters across an interruption."""
+    ns = _ns()
+    loop = LoopConfig(num_steps=10, steps_per_epoch=4, seed=1, log_every=1, eval_every=2, checkpoint_every=4)
+
+    def eval_fn(state):  # lowest at the first evaluation: the parameters move away from 0 as they train
+        return {"val_loss": float(jnp.sum(state["params"] ** 2))}
+
+    ref_state, _, ref_info = fit(ns["init"](), ns["step"], ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path / "ref",
+                                 eval_fn=eval_fn, select="val_loss", progress=False)
+    assert ref_info["best"]["step"] == 2
+
+    calls = [0]
+
+    def failing_step(*a):  # dies during step 9; the checkpoint of step 8 is kept
+        calls[0] += 1
+        if calls[0] == 9:
+            raise KeyboardInterrupt
+        return ns["step"](*a)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(ns["init"](), failing_step, ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path / "run", eval_fn=eval_fn,
+            select="val_loss", progress=False)
+    assert latest_checkpoint(tmp_path / "run") == 8
+    state, _, info = fit(ns["init"](), ns["step"], ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path / "run",
+                         resume=True, eval_fn=eval_fn, select="val_loss", progress=False)
+    assert info["resumed_from"] == 8
+    assert info["best"]["step"] == 2 and info["best"]["metrics"] == ref_info["best"]["metrics"]
+    np.testing.assert_array_equal(np.asarray(info["best"]["params"]), np.asarray(ref_info["best"]["params"]))
+    np.testing.assert_array_equal(np.asarray(state["params"]), np.asarray(ref_state["params"]))
+
+
+@pytest.mark.slow
+def test_resumed_run_reports_the_selected_model(tmp_path):
+    """A run with a validation loss, interrupted after its step-8 checkpoint and resumed, reports the model the
+    uninterrupted run selects (step 2), not its final one."""
+    import jax.random as jr
+
+    from taynode.experiments.toy import Toy
+    from taynode.runner import train
+
+    class Interrupted(Exception):
+        pass
+
+    class ToyWithValidation(Toy):
+        fail_at = None  # the evaluation (1, 2, ...) that is interrupted
+
+        def __init__(self):
+            self.calls = 0
+
+        def validation_loss(self, cfg, params, data):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise Interrupted
+            init = self.init_params(cfg, jr.PRNGKey(cfg.seed))
+            return float(sum(jnp.sum((a - b) ** 2) for a, b in
+                             zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(init))))
+
+    cfg = Toy().config("smoke", epochs=10, eval_every=2, checkpoint_every=4, eval_rtol=1e-5, eval_atol=1e-5,
+                       nfe_per_example=4, reg_examples=8)
+    ref = train(ToyWithValidation(), cfg, out_dir=tmp_path / "ref", ckpt_root=tmp_path / "ref_ckpt", progress=False)
+    assert ref["selected_step"] == 2
+
+    exp = ToyWithValidation()
+    exp.fail_at = 5  # the final evaluation (step 10): the newest checkpoint is step 8's
+    with pytest.raises(Interrupted):
+        train(exp, cfg, out_dir=tmp_path / "run", ckpt_root=tmp_path / "run_ckpt", progress=False)
+    rec = train(ToyWithValidation(), cfg, out_dir=tmp_path / "run", ckpt_root=tmp_path / "run_ckpt", resume=True,
+                progress=False)
+    assert rec["resumed_from"] == 8 and rec["selected_step"] == 2
+    assert rec["metrics"] == ref["metrics"]
+    assert (tmp_path / "run" / f"{rec['run']}.msgpack").read_bytes() == (
+        tmp_path / "ref" / f"{ref['run']}.msgpack").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_toy_parameters_are_trained_and_saved_in_the_config_dtype(tmp_path, dtype):
+    """The toy's initialiser makes float32 arrays; a float64 config trains (and saves) float64 parameters."""
+    import flax.serialization
+
+    from taynode.experiments.toy import Toy
+    from taynode.runner import train
+
+    exp = Toy()
+    cfg = exp.config("smoke", epochs=2, dtype=dtype, eval_rtol=1e-5, eval_atol=1e-5, nfe_per_example=4)
+    rec = train(exp, cfg, out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
+    saved = flax.serialization.msgpack_restore((tmp_path / rec["params_file"]).read_bytes())
+    leaves = jax.tree_util.tree_leaves(saved)
+    assert leaves and {np.asarray(a).dtype for a in leaves} == {np.dtype(dtype)}

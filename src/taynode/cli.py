@@ -8,6 +8,10 @@
     taynode gpu-runs OUT                  canary, gpu-preset runs and benchmark for a GPU machine
     taynode info                          machine and library versions
 
+Several processes: `taynode --coordinator HOST:PORT --num-processes N --process-id I train ...`, one
+command per process (or the environment variables TAYNODE_COORDINATOR, TAYNODE_NUM_PROCESSES,
+TAYNODE_PROCESS_ID); see `taynode.parallel`.
+
 The flags of `train` are generated from the fields of the experiment's config (with their
 help texts); `--preset` picks the starting point and every other flag overrides one field.
 """
@@ -22,6 +26,7 @@ import sys
 from .experiments import REGISTRY
 
 TRAIN_OPTIONS = ("resume", "out", "ckpt_root", "no_progress")
+DISTRIBUTED_VERBS = ("train", "sweep", "eval")  # the verbs that may run as one of several processes
 
 
 def _is_eval_field(name: str) -> bool:
@@ -55,6 +60,16 @@ def _overrides(a, config_cls, names=None) -> dict:
     return out
 
 
+def _add_distributed_flags(parser) -> None:
+    """The flags that make this process one of several (`taynode.parallel.initialize_distributed`)."""
+    g = parser.add_argument_group("several processes (train, sweep, eval; one command per process, these flags "
+                                  "before the verb, or $TAYNODE_COORDINATOR, $TAYNODE_NUM_PROCESSES, "
+                                  "$TAYNODE_PROCESS_ID)")
+    g.add_argument("--coordinator", default=None, help="host:port of process 0 (the same in every process)")
+    g.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num-processes - 1")
+
+
 def _cmd_data(a) -> int:
     from .data import fetch_all
 
@@ -72,13 +87,15 @@ def _cmd_info(a) -> int:
 
 
 def _cmd_train(a) -> int:
+    from .parallel import is_main_process
     from .runner import summary_line, train
 
     exp = REGISTRY[a.experiment]
     cfg = exp.config(a.preset, **_overrides(a, exp.Config))
     record = train(exp, cfg, out_dir=a.out, ckpt_root=a.ckpt_root, resume=a.resume, progress=not a.no_progress)
     print(summary_line(exp, record["run"], record["metrics"]))
-    print(f"record: {a.out or 'results/' + exp.name}/{record['run']}.json")
+    if record["processes"] == 1 or is_main_process():
+        print(f"record: {a.out or 'results/' + exp.name}/{record['run']}.json")
     return 0
 
 
@@ -92,6 +109,9 @@ def _cmd_sweep(a) -> int:
 
 
 def _cmd_eval(a) -> int:
+    import jax
+
+    from . import parallel
     from .configs import config_from_dict
     from .evaluation import METHOD_RTOL, evaluate, metrics_match
     from .runner import load_run, summary_line
@@ -99,15 +119,23 @@ def _cmd_eval(a) -> int:
     exp = REGISTRY[a.experiment]
     cfg, params, record = load_run(exp, a.path)
     names = [f.name for f in dataclasses.fields(exp.Config) if _is_eval_field(f.name)]
-    cfg = dataclasses.replace(cfg, **_overrides(a, exp.Config, names))
+    # the evaluation chunks are sharded over this machine's devices, not over those the run trained on
+    cfg = dataclasses.replace(cfg, devices=a.devices, **_overrides(a, exp.Config, names))
     metrics = evaluate(exp, cfg, params, exp.load_data(cfg, progress=False))
     print(summary_line(exp, record["run"] if record else str(a.path), metrics))
     same = None
     if record is not None and not a.no_compare:
         recorded = config_from_dict(exp.Config, record["config"]).taylor_method
-        rtol = 0.0 if recorded == cfg.taylor_method else METHOD_RTOL
+        devices, recorded_devices = parallel.device_count(a.devices, cfg.batch_size), record.get("devices_used", 1)
+        # reductions across processes (gloo) round differently from those inside one process
+        same_layout = devices == recorded_devices and record.get("processes", 1) == jax.process_count()
+        exact = recorded == cfg.taylor_method and same_layout
+        rtol = 0.0 if exact else METHOD_RTOL
         same = metrics_match(json.loads(json.dumps(metrics)), record["metrics"], rtol)
-        how = "exactly" if rtol == 0 else f"to rtol {rtol:g} (R_K by {cfg.taylor_method}, the record's by {recorded})"
+        why = (f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
+               f"sharded over {devices} device(s) in {jax.process_count()} process(es), the record's over "
+               f"{recorded_devices} in {record.get('processes', 1)}")
+        how = "exactly" if rtol == 0 else f"to rtol {rtol:g} ({why})"
         print(f"matches the record {how}" if same else "differs from the record (other evaluation settings or code)")
     if a.json:
         print(json.dumps(metrics, indent=2))
@@ -153,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"experiments (taynode <verb> <experiment> --help for their flags):\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_distributed_flags(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="manage the data cache")
@@ -193,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         ev = subs["eval"].add_parser(name, help=f"evaluate a {name} run record (.json) or checkpoint directory")
         ev.add_argument("path")
         _add_field_flags(ev, exp.Config, [f.name for f in dataclasses.fields(exp.Config) if _is_eval_field(f.name)])
+        ev.add_argument("--devices", type=int, default=0,
+                        help="devices the evaluation chunks are sharded over (default 0: as many of this machine's "
+                             "as divide the batch; the metrics do not depend on it beyond rounding)")
         ev.add_argument("--json", action="store_true", help="also print every metric as JSON")
         ev.add_argument("--no-compare", action="store_true", help="do not compare with the record's metrics")
         ev.add_argument("--check", action="store_true", help="exit with an error unless the record is reproduced")
@@ -227,9 +259,16 @@ def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
+        if a.command in DISTRIBUTED_VERBS:  # before any JAX computation
+            from .parallel import initialize_distributed
+
+            initialize_distributed(a.coordinator, a.num_processes, a.process_id)
         return a.func(a)
     except (ValueError, RuntimeError) as e:
-        print(f"taynode: error: {e}", file=sys.stderr)
+        from .runner import error_line
+
+        # a run-time error of a compiled solve carries stack traces and advice around its one-line message
+        print(f"taynode: error: {error_line(e) if isinstance(e, RuntimeError) else e}", file=sys.stderr)
         return 2
 
 

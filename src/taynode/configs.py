@@ -29,7 +29,11 @@ PRESET_NAMES = ("smoke", "cpu", "gpu", "paper")
 DTYPES = ("float32", "float64")
 # Values of fields that a config written before the field existed implicitly had: R_K was computed
 # with jet, and evaluation ran in the training dtype.
-LEGACY = {"taylor_method": lambda values: "jet", "eval_dtype": lambda values: values.get("dtype", "float64")}
+LEGACY = {"taylor_method": lambda values: "jet", "eval_dtype": lambda values: values.get("dtype", "float64"),
+          # PhysioNet: flax's LeCun-normal dynamics and the rule that drops only impossible values
+          "dyn_init": lambda values: "lecun", "implausible": lambda values: "drop",
+          # FFJORD tabular: the one split; FFJORD MNIST: one Hutchinson probe shared by the test images
+          "split_seed": lambda values: 0, "test_trace": lambda values: "hutchinson"}
 OPTIMIZERS = ("sgd", "adam", "adamax", "adamw")
 
 

@@ -107,7 +107,7 @@ def nfe_values(exp: Experiment, cfg, params, data) -> dict:
     joint = [int(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(x, i, i + bs)), False))
              for i in range(0, n - bs + 1, bs)]
     m = min(cfg.nfe_per_example, batch_size_of(x))
-    per_ex = [int(v) for v in np.asarray(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(x, 0, m)), True))]
+    per_ex = [int(v) for v in parallel.to_host(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(x, 0, m)), True))]
     return {"test_nfe": float(np.mean(joint)) if joint else None, "test_nfe_batches": joint,
             "test_nfe_per_example": float(np.mean(per_ex)), "sizes": {"nfe_joint": len(joint) * bs,
                                                                       "nfe_batch": bs, "nfe_per_example": m}}
@@ -140,7 +140,7 @@ def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | Non
 
 def evaluate(exp: Experiment, cfg, params, data) -> dict:
     """Every reported metric of a model (in `cfg.eval_dtype`): the experiment's task metrics, NFE and penalties."""
-    cfg, params = for_evaluation(cfg, params)
+    cfg, params = for_evaluation(cfg, parallel.local_copy(params))  # several processes: each evaluates its copy
     metrics = dict(exp.metrics(cfg, params, data))
     nfe = nfe_values(exp, cfg, params, data)
     pen = penalty_values(exp, cfg, params, data)

@@ -12,8 +12,15 @@ Only the dynamics are an ODE vector field: Taylor-mode AD (`jet`) sees them alon
 `taynode.activations.tanh`; the encoder is an ordinary `lax.scan` and is differentiated by
 reverse mode only.
 
+**Initialisation** (as the paper's code): the encoder's and the decoder's weights are drawn from
+N(0, 0.1²), their biases 0. The dynamics' weights follow `DYN_INITS`: `"haiku"` is the paper's
+(Haiku's default `Linear` initialisation: a normal of standard deviation 1/√fan_in truncated at
+±2 standard deviations, so about 0.88/√fan_in after truncation), `"lecun"` is flax's default
+(LeCun normal: a truncated normal of standard deviation 1/√fan_in *after* truncation); biases 0.
+
 The loss terms are pure functions of arrays (tested against hand computations):
-`masked_gaussian_loglik`, `masked_mse`, `gaussian_kl`, `iwae_loss` and `kl_coefficient`.
+`masked_gaussian_loglik`, `masked_mse`, `masked_sq_errors`, `gaussian_kl`, `iwae_loss` and
+`kl_coefficient`.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ __all__ = [
     "LatentDynamics",
     "Decoder",
     "encoder_inputs",
+    "DYN_INITS",
     "masked_gaussian_loglik",
     "masked_mse",
+    "masked_sq_errors",
     "gaussian_kl",
     "iwae_loss",
     "kl_coefficient",
@@ -40,6 +49,19 @@ __all__ = [
 
 #: the paper's code initialises the encoder and decoder weights from N(0, 0.1²), biases at 0
 _INIT = dict(kernel_init=nn.initializers.normal(0.1), bias_init=nn.initializers.zeros)
+
+#: Standard deviation of a standard normal truncated to [-2, 2] (flax's `variance_scaling` divides by it).
+_TRUNCATED_STD = 0.87962566103423978
+
+#: initialisations of the latent dynamics' weights (biases are 0 in both)
+DYN_INITS = {
+    # Haiku's default Linear init (the paper's code): TruncatedNormal(stddev=1/sqrt(fan_in)), i.e. a normal of
+    # that standard deviation truncated at ±2 of it. variance_scaling divides its standard deviation by
+    # _TRUNCATED_STD, so scale = _TRUNCATED_STD² gives the untruncated 1/sqrt(fan_in).
+    "haiku": nn.initializers.variance_scaling(_TRUNCATED_STD**2, "fan_in", "truncated_normal"),
+    # flax's default (LeCun normal): 1/sqrt(fan_in) after truncation
+    "lecun": nn.initializers.lecun_normal(),
+}
 
 
 class GRUStep(nn.Module):
@@ -116,19 +138,24 @@ class LatentDynamics(nn.Module):
     """The paper's latent dynamics: `layers` × (tanh → Linear(units)) → tanh → Linear(latent).
 
     Time-independent (t is accepted and ignored, so that `taynode.models.as_field` applies);
-    jet-safe. Default (LeCun normal) initialisation.
+    jet-safe. Weights initialised by `DYN_INITS[weight_init]` (`"haiku"`: the paper's; `"lecun"`: flax's
+    default), biases 0.
     """
 
     latent: int = 20
     units: int = 50
     layers: int = 4
+    weight_init: str = "haiku"
 
     @nn.compact
     def __call__(self, t, z):
+        if self.weight_init not in DYN_INITS:
+            raise ValueError(f"weight_init must be one of {tuple(DYN_INITS)}, got {self.weight_init!r}")
+        dense = dict(kernel_init=DYN_INITS[self.weight_init], bias_init=nn.initializers.zeros)
         h = z
         for _ in range(self.layers):
-            h = nn.Dense(self.units)(tanh(h))
-        return nn.Dense(self.latent)(tanh(h))
+            h = nn.Dense(self.units, **dense)(tanh(h))
+        return nn.Dense(self.latent, **dense)(tanh(h))
 
 
 class Decoder(nn.Module):
@@ -158,6 +185,18 @@ def masked_mse(values, mask, pred):
     """Squared error over the observed cells divided by their number, averaged over samples."""
     sq = jnp.sum(mask[None] * (values[None] - pred) ** 2, axis=(1, 2, 3))
     return jnp.mean(sq / jnp.maximum(jnp.sum(mask), 1.0))
+
+
+def masked_sq_errors(values, mask, pred):
+    """Per example: the squared error summed over its observed cells (averaged over samples), and the
+    number of those cells.
+
+    `values`, `mask`: `(batch, T, D)`; `pred`: `(samples, batch, T, D)`. Returns `(sq, cells)`, each
+    `(batch,)`. An example's MSE is `sq / cells`; the MSE of a set of examples over all their observed
+    cells is `sum(sq) / sum(cells)` (for one batch, `masked_mse`).
+    """
+    sq = jnp.mean(jnp.sum(mask[None] * (values[None] - pred) ** 2, axis=(2, 3)), axis=0)
+    return sq, jnp.sum(mask, axis=(1, 2))
 
 
 def gaussian_kl(mu, sigma):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from .optim import make_optimizer
 from .records import load_record, provenance, save_record
 from .train import LoopConfig, fit, restore_checkpoint
 
-__all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype"]
+__all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype",
+           "evaluate_run", "error_line"]
 
 
 def enable_dtype(cfg) -> None:
@@ -32,12 +34,45 @@ def enable_dtype(cfg) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+def error_line(error: BaseException) -> str:
+    """The one-line reason of an error: an equinox run-time error's own message (its text also holds stack
+    traces and advice), else the first line of the error's text."""
+    text = str(error)
+    found = re.search(r"EquinoxRuntimeError: (.+)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def evaluate_run(exp: Experiment, cfg, params, data, validation: bool = False) -> dict:
+    """`evaluate`, with `validation` also the validation loss (as `val_loss`, where the experiment has one).
+
+    A model that cannot be evaluated (a run-time failure of an evaluation solve: max_steps reached, a
+    non-finite state) gives `{"eval_failed": "<one-line reason>"}` instead, so that the training results
+    of its run are still recorded.
+    """
+    try:
+        metrics = evaluate(exp, cfg, params, data)
+        val = exp.validation_loss(*for_evaluation(cfg, parallel.local_copy(params)), data) if validation else None
+    except RuntimeError as e:
+        return {"eval_failed": error_line(e)}
+    if val is not None:
+        metrics["val_loss"] = val
+    return metrics
+
+
 def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoints", resume: bool = False,
           progress: bool = True) -> dict:
     """Train, evaluate on the test split, and write the run record and final parameters.
 
     Checkpoints go to `ckpt_root/<run name>` every `cfg.checkpoint_every` steps; `resume`
     continues from the newest one exactly as the uninterrupted run would have.
+
+    With several processes (`taynode.parallel.initialize_distributed`), every process runs this with
+    the same arguments: each trains on its shards, all take part in the checkpoints (and every one can
+    resume from them), each evaluates the model, and process 0 alone writes the record and the
+    parameters.
 
     **Returns** the run record (also written to `out_dir/<run name>.json`, default
     `results/<experiment>`, with the final parameters in `<run name>.msgpack` beside it).
@@ -60,33 +95,28 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     loop = LoopConfig(num_steps=cfg.num_steps, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                       log_every=max(1, min(10, cfg.num_steps // 10)), eval_every=cfg.eval_every,
                       checkpoint_every=cfg.checkpoint_every)
-    best = {"loss": None, "params": None}
-
-    def eval_fn(s):
-        """Every metric, and model selection where the experiment has a validation loss."""
-        metrics = evaluate(exp, cfg, s["params"], data)
-        val = exp.validation_loss(*for_evaluation(cfg, s["params"]), data)
-        if val is not None:
-            metrics["val_loss"] = val
-            if best["loss"] is None or val < best["loss"]:
-                best.update(loss=val, params=s["params"], metrics=metrics)
-        return metrics
 
     ckpt_dir = Path(ckpt_root) / name
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)}, indent=2))
+    main = parallel.is_main_process()
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)},
+                                                         indent=2))
     state, history, info = fit(
         state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
         cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
-        eval_fn=eval_fn if cfg.eval_every else None, progress=progress, desc=name,
+        eval_fn=(lambda s: evaluate_run(exp, cfg, s["params"], data, validation=True)) if cfg.eval_every else None,
+        select="val_loss", progress=progress, desc=name,
     )
-    metrics = info["final_eval"] or evaluate(exp, cfg, state["params"], data)
-    if best["params"] is not None:  # model selection: the evaluation with the lowest validation loss
-        state = {**state, "params": best["params"]}
-        metrics = best["metrics"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = info["final_eval"] or evaluate_run(exp, cfg, state["params"], data)
+    if info["best"] is not None:  # model selection: the evaluation with the lowest validation loss (checkpointed)
+        state = {**state, "params": info["best"]["params"]}
+        metrics = info["best"]["metrics"]
+    params = parallel.local_copy(state["params"])
     params_path = out_dir / f"{name}.msgpack"
-    params_path.write_bytes(flax.serialization.to_bytes(state["params"]))
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        params_path.write_bytes(flax.serialization.to_bytes(params))
     record = {
         **head,
         "experiment": exp.name,
@@ -96,6 +126,9 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "iter_time_s": info["iter_time_s"],
         "resumed_from": info["resumed_from"],
         "devices_used": n_devices,
+        "processes": jax.process_count(),
+        # model selection: the step whose parameters and metrics are reported (None: the final ones)
+        "selected_step": info["best"]["step"] if info["best"] is not None else None,
         # 1-, 5- and 15-minute load averages when training started and ended: timings are only
         # comparable between runs that had the machine to themselves
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
@@ -104,8 +137,9 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "history": history,
         "params_file": params_path.name,
     }
-    record["cost"] = step_cost(exp, cfg, state["params"], arrays, record)
-    save_record(out_dir / f"{name}.json", record)
+    record["cost"] = step_cost(exp, cfg, params, arrays, record)
+    if main:
+        save_record(out_dir / f"{name}.json", record)
     return record
 
 
@@ -169,7 +203,9 @@ def _check_experiment(exp, name, path):
 
 
 def summary_line(exp: Experiment, run: str, metrics: dict) -> str:
-    """One console line: task metrics, NFE and penalties."""
+    """One console line: task metrics, NFE and penalties (or why the evaluation failed)."""
+    if "eval_failed" in metrics:
+        return f"{run}: evaluation failed (training results recorded): {metrics['eval_failed']}"
     pen = metrics["penalties"]
     nfe = metrics["test_nfe"]
     return (f"{run}: {exp.summary(metrics)}  test NFE {nfe:.1f} (joint, batch {metrics['eval_sizes']['nfe_batch']}) / "
@@ -230,6 +266,7 @@ def penalty_table(exp: Experiment, paths, orders=PENALTY_ORDERS, n: int | None =
     rows, t0 = [], time.perf_counter()
     for p in tqdm(paths, desc="penalties", disable=not progress):
         cfg, params, record = load_run(exp, p)
+        cfg = dataclasses.replace(cfg, devices=0)  # this machine's devices, not those the run trained on
         data = exp.load_data(cfg, progress=False) if data is None else data
         vals = penalty_values(exp, cfg, params, data, orders=orders, n=n)
         rows.append({"run": record["run"] if record else str(p), "record": p.name,

@@ -172,17 +172,19 @@ class AugmentedField(eqx.Module):
     """The vector field of the augmented state (y, r): (f(t, y, args), {name: integrand(t, y)}).
 
     A module rather than a closure, so that two solves of the same field with the same
-    regularisers compare equal and share one compilation.
+    regularisers compare equal and share one compilation. No regulariser is stored as None, not
+    as `()`: the continuous adjoint carries the field through `eqx.tree_at`, which turns an empty
+    tuple into an object JAX cannot differentiate (diffrax's `_DistinctTuple` TypeError).
     """
 
     vector_field: Callable = eqx.field(static=True)
-    regularizers: tuple
+    regularizers: tuple | None = eqx.field(converter=lambda rs: tuple(rs) or None)
     batched: bool = eqx.field(static=True)
 
     def __call__(self, t, state, args):
         y, _ = state
         dy = self.vector_field(t, y, args)
-        dr = {r.name: r(t, y, args, self.vector_field, dy, self.batched) for r in self.regularizers}
+        dr = {r.name: r(t, y, args, self.vector_field, dy, self.batched) for r in self.regularizers or ()}
         return dy, dr
 
 
@@ -375,19 +377,28 @@ def _saveat(ts, save_steps, dense):
 
 
 def _raise_on_failure(sol, rtol, atol, max_steps):
-    """The saved states, with a run-time error if the solve did not reach t1."""
-    ys = eqx.error_if(
-        sol.ys,
+    """The saved states, with a run-time error if the solve did not reach t1.
+
+    The checks guard a scalar zero that is then added to the states, rather than the states
+    themselves: `eqx.error_if` passes its operand through a `lax.cond` whose error branch is a host
+    callback, and on a batch sharded over several devices that operand would be gathered onto
+    every device and resharded (XLA's "involuntary full rematerialization") on every solve. The
+    zero keeps the data dependence that makes the check run, at the cost of one addition.
+    """
+    zero = jnp.zeros((), jnp.result_type(*jtu.tree_leaves(sol.ys)))
+    zero = eqx.error_if(
+        zero,
         sol.result == diffrax.RESULTS.max_steps_reached,
         f"the solver reached max_steps={max_steps} before t1 at rtol={rtol}, atol={atol}: "
         "raise max_steps, loosen rtol/atol, or regularise the dynamics",
     )
-    return eqx.error_if(
-        ys,
+    zero = eqx.error_if(
+        zero,
         sol.result != diffrax.RESULTS.successful,
         f"the ODE solve failed (rtol={rtol}, atol={atol}, max_steps={max_steps}): "
         "the state or step size became non-finite",
     )
+    return jtu.tree_map(lambda y: y + zero.astype(y.dtype), sol.ys)
 
 
 def _unpack(sol, ys, init_evals, per_step, *, ts, save_steps) -> Solution:

@@ -9,6 +9,9 @@
   and the accumulated training time.
 - A non-finite loss stops the run with `TrainingDiverged`; no checkpoint is written after it,
   so the last good one is kept.
+- Model selection (`select`): the parameters of the evaluation with the lowest value of one
+  metric are kept, and checkpointed with their step and metrics, so a resumed run selects what
+  the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ def latest_checkpoint(ckpt_dir) -> int | None:
 
 
 def restore_checkpoint(ckpt_dir, template, step: int | None = None):
-    """(state, meta) from `ckpt_dir` (newest step unless `step`); `template` gives the structure."""
+    """(state, meta) from `ckpt_dir` (newest step unless `step`); `template` gives the structure.
+
+    Where the checkpoint holds selected parameters (`fit(..., select=...)`), `meta["best"]` has their
+    `step`, `value` and `metrics`, and `meta["best"]["params"]` the parameters (`template["params"]`
+    gives their structure).
+    """
     with _manager(ckpt_dir, 2) as mngr:
         step = mngr.latest_step() if step is None else step
         if step is None:
@@ -81,7 +89,12 @@ def restore_checkpoint(ckpt_dir, template, step: int | None = None):
         out = mngr.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         )
-    return out["state"], out["meta"]
+        meta = out["meta"]
+        if meta.get("best") is not None:
+            best = mngr.restore(step, args=ocp.args.Composite(
+                best=ocp.args.StandardRestore({"params": abstract["params"]})))
+            meta["best"]["params"] = best["best"]["params"]
+    return out["state"], meta
 
 
 def fit(
@@ -95,6 +108,7 @@ def fit(
     ckpt_dir=None,
     resume: bool = False,
     eval_fn: Callable | None = None,
+    select: str | None = None,
     progress: bool = True,
     desc: str = "train",
 ):
@@ -110,11 +124,15 @@ def fit(
     - `ckpt_dir`: directory for orbax checkpoints (None: no checkpoints).
     - `resume`: continue from the newest checkpoint in `ckpt_dir` if there is one.
     - `eval_fn(state) -> dict`: evaluated every `loop.eval_every` steps and at the end.
+    - `select`: a key of `eval_fn`'s metrics (e.g. `"val_loss"`): keep the parameters of the
+      evaluation where it is lowest (the first such on ties), checkpointed with them (`state`
+      must then be a dict with `"params"`).
 
     **Returns** `(state, history, info)`: the final state; the history (a list of dicts: a
     training entry every `log_every` steps, an evaluation entry whenever `eval_fn` ran);
     `info` with `train_time_s` (excluding evaluation and checkpointing), `iter_time_s`,
-    `resumed_from`.
+    `resumed_from`, `final_eval`, and `best` (with `select`: `{"step", "value", "metrics",
+    "params"}` of the selected evaluation, None if no evaluation reported `select`).
 
     **Raises** `TrainingDiverged` on a non-finite loss.
     """
@@ -125,9 +143,11 @@ def fit(
     start = 0
     mngr = _manager(ckpt_dir, loop.max_to_keep) if ckpt_dir is not None else None
     resumed_from = None
+    best = None  # the selected evaluation: {"step", "value", "metrics", "params"}
     if resume and mngr is not None and mngr.latest_step() is not None:
         start = mngr.latest_step()
         state, meta = restore_checkpoint(ckpt_dir, state, start)
+        best = meta.get("best")
         history = meta["history"]
         train_time = meta["train_time_s"]
         timed_steps = meta["timed_steps"]
@@ -141,24 +161,24 @@ def fit(
         nonlocal last_good
         if mngr is None:
             return
-        mngr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave(
-                    {"history": history, "train_time_s": train_time, "timed_steps": timed_steps, "step": step}
-                ),
-            ),
-            force=True,
-        )
+        meta = {"history": history, "train_time_s": train_time, "timed_steps": timed_steps, "step": step,
+                "best": None if best is None else {k: v for k, v in best.items() if k != "params"}}
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if best is not None:
+            items["best"] = ocp.args.StandardSave({"params": best["params"]})
+        mngr.save(step, args=ocp.args.Composite(**items), force=True)
         mngr.wait_until_finished()
         last_good = step
 
     def evaluate(step):
+        nonlocal best
         if eval_fn is not None:
             t = time.perf_counter()
             metrics = eval_fn(state)
             history.append({"step": step, "eval": metrics, "eval_time_s": time.perf_counter() - t})
+            value = metrics.get(select) if select is not None else None
+            if value is not None and (best is None or value < best["value"]):
+                best = {"step": step, "value": value, "metrics": metrics, "params": state["params"]}
             return metrics
         return None
 
@@ -217,5 +237,6 @@ def fit(
         "iter_time_s": train_time / timed_steps if timed_steps else None,
         "resumed_from": resumed_from,
         "final_eval": final_eval,
+        "best": best,
     }
     return state, history, info

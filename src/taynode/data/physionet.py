@@ -18,12 +18,18 @@ there is re-packed the same way (`canonical_tarball`, needs GNU `gzip` on `PATH`
   descriptors Age, Gender, Height and ICUType are dropped; so is the RecordID line.
 - `-1` is the challenge's code for a missing value (Weight at 00:00 in 673 records): such a value is
   not an observation, whatever the feature. The original used it as a weight of -1 kg.
-- Implausible values: a value outside its feature's physically possible range `VALID_RANGES` (below
-  0 for every feature; pH above 14; FiO2 above 1; SaO2 and HCT above 100 %) is a recording error. With
-  `implausible="drop"` (default) it is treated as unobserved; with `"keep"` it is used as the
-  original did. Either way it is counted in `info["implausible"]`; nothing is clamped. In the
-  challenge data the rule drops 41 negative Temp values and 10 pH values above 14 (e.g. 735).
-  Zeros (HR, MAP, Urine, Weight, ...) are inside the ranges and are kept.
+- Implausible values, three rules (`implausible`); a value a rule rejects is treated as unobserved,
+  nothing is clamped, and `info["removed"]` counts the rejected values per feature:
+  - `"drop"` (the loader's default): a value outside its feature's physically *possible* range
+    `VALID_RANGES` (below 0 for every feature; pH above 14; FiO2 above 1; SaO2 and HCT above 100 %).
+    In the challenge data it drops 41 negative Temp values and 10 pH values above 14 (e.g. 735);
+    zeros (Temp 0 °C, pH 0.4, Weight 0, HR 0, ...) are possible numbers and stay.
+  - `"physiological"`: a value outside `PHYSIOLOGICAL_RANGES`, generous ranges of values a
+    clinician would accept as survivable (each with its reason below); they lie inside
+    `VALID_RANGES`, so this rule removes everything `"drop"` removes and more (Temp 0 °C, Weight 0,
+    pH 0.4, blood pressures of 0 from a flushed or disconnected line, ...).
+  - `"keep"`: every value is used, as the original did.
+  Whatever the rule, `info["implausible"]` counts the values outside `VALID_RANGES`.
 - Time is quantised to slots of `quantization_minutes` (60: hours): a time goes to the nearest slot,
   and a time exactly half-way goes to the even slot (Python's `round`, as in the original). Values of
   one feature that fall in one slot are averaged. The grid is every slot of the 48-hour window,
@@ -98,6 +104,8 @@ __all__ = [
     "FEATURES",
     "STATIC",
     "VALID_RANGES",
+    "PHYSIOLOGICAL_RANGES",
+    "IMPLAUSIBLE_CHOICES",
     "SHA256",
     "URL_BASE",
     "ChecksumError",
@@ -136,15 +144,70 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
     name: (0.0, {"pH": 14.0, "FiO2": 1.0, "SaO2": 100.0, "HCT": 100.0}.get(name, math.inf)) for name in FEATURES
 }
 
-WINDOW_MINUTES = 48 * 60
-IMPLAUSIBLE_CHOICES = ("drop", "keep")
+#: Generous survivable range (inclusive) of each feature, in the challenge's units; the rule
+#: `implausible="physiological"` treats a value outside it as unobserved. Each bound, and why:
+#:
+#: - Weight 20-350 kg: adults (the challenge's patients are 15 or older); 0-5 kg are entry errors.
+#: - Albumin 0.5-7 g/dL: below 1 and above 6 are rare even in severe illness.
+#: - ALP 1-5000 IU/L: obstructive and infiltrative liver disease reach a few thousand.
+#: - ALT 1-25000 IU/L and AST 1-25000 IU/L: ischaemic hepatitis and acute liver failure reach the ten thousands.
+#: - Bilirubin 0-80 mg/dL: 0 is a result below the assay's limit; the worst cholestasis stays below 80.
+#: - BUN 0-300 mg/dL: 0 is below the assay's limit; untreated uraemia stays below 300.
+#: - Cholesterol 20-1000 mg/dL: liver failure gives the lowest, familial hypercholesterolaemia the highest.
+#: - Creatinine 0.1-30 mg/dL: very low muscle mass to end-stage renal failure without dialysis.
+#: - DiasABP 10-200 mmHg: a diastolic pressure below 10 is circulatory arrest, 0 a zeroed or flushed line.
+#: - FiO2 0.21-1: room air to pure oxygen (a fraction).
+#: - GCS 3-15: the range of the Glasgow Coma Scale.
+#: - Glucose 5-2000 mg/dL: profound hypoglycaemia to hyperosmolar states above 1000.
+#: - HCO3 2-60 mmol/L: severe metabolic acidosis to severe metabolic alkalosis.
+#: - HCT 5-75 %: exsanguination to polycythaemia.
+#: - HR 20-300 bpm: extreme bradycardia to 1:1 atrial flutter; below 20 (0 included) is arrest or a lost lead.
+#: - K 1-15 mmol/L: generous around the extremes at which the heart stops; higher readings are haemolysed samples.
+#: - Lactate 0.1-40 mmol/L: a generous bracket around the few tens seen in profound shock.
+#: - Mg 0.3-12 (values with a median near 2, as mg/dL): magnesium of about 12-15 mg/dL stops the heart.
+#: - MAP 20-250 mmHg: a mean pressure below 20 is arrest; above 250 needs a systolic pressure beyond 300.
+#: - MechVent 0-1: a flag.
+#: - Na 95-200 mmol/L: generous around the extremes of hypo- and hypernatraemia seen in intensive care.
+#: - NIDiasABP 10-200, NIMAP 20-250, NISysABP 20-300 mmHg: as their invasive counterparts.
+#: - PaCO2 5-200 mmHg: extreme hyperventilation to survived hypercapnia well above 100.
+#: - PaO2 10-800 mmHg: severe hypoxaemia to pure oxygen at sea level (about 700).
+#: - pH 6.5-8.0: wider than the range usually called compatible with life (about 6.8-7.8).
+#: - Platelets 1-3000 (10^3/µL): profound thrombocytopenia to essential thrombocythaemia.
+#: - RespRate 1-100 /min: 0 is apnoea or a disconnected sensor; 100 is generous for panting.
+#: - SaO2 20-100 %: an arterial saturation below 20 % is not compatible with life for long.
+#: - SysABP 20-300 mmHg: a systolic pressure below 20 is arrest; 300 is the top of the monitors' range.
+#: - Temp 20-45 °C: deep accidental hypothermia near 20 °C and heat stroke near 45 °C can be survived;
+#:   values below 20 (0 °C, 0.4-3.6 °C, negative values) are recording errors.
+#: - TroponinI 0-500 µg/L and TroponinT 0-100 µg/L: 0 is below the assay's limit; large infarcts reach the tens.
+#: - Urine 0-10000 mL: one charted output; 0 is anuria (possible), ten litres in one entry is not.
+#: - WBC 0-1000 (10^3/µL): aplasia to hyperleukocytic leukaemia (several hundred).
+PHYSIOLOGICAL_RANGES: dict[str, tuple[float, float]] = {
+    "Weight": (20.0, 350.0), "Albumin": (0.5, 7.0), "ALP": (1.0, 5000.0), "ALT": (1.0, 25000.0),
+    "AST": (1.0, 25000.0), "Bilirubin": (0.0, 80.0), "BUN": (0.0, 300.0), "Cholesterol": (20.0, 1000.0),
+    "Creatinine": (0.1, 30.0), "DiasABP": (10.0, 200.0), "FiO2": (0.21, 1.0), "GCS": (3.0, 15.0),
+    "Glucose": (5.0, 2000.0), "HCO3": (2.0, 60.0), "HCT": (5.0, 75.0), "HR": (20.0, 300.0), "K": (1.0, 15.0),
+    "Lactate": (0.1, 40.0), "Mg": (0.3, 12.0), "MAP": (20.0, 250.0), "MechVent": (0.0, 1.0), "Na": (95.0, 200.0),
+    "NIDiasABP": (10.0, 200.0), "NIMAP": (20.0, 250.0), "NISysABP": (20.0, 300.0), "PaCO2": (5.0, 200.0),
+    "PaO2": (10.0, 800.0), "pH": (6.5, 8.0), "Platelets": (1.0, 3000.0), "RespRate": (1.0, 100.0),
+    "SaO2": (20.0, 100.0), "SysABP": (20.0, 300.0), "Temp": (20.0, 45.0), "TroponinI": (0.0, 500.0),
+    "TroponinT": (0.0, 100.0), "Urine": (0.0, 10000.0), "WBC": (0.0, 1000.0),
+}  # fmt: skip
 
-_FORMAT = 1  # version of the parsing rules and the cache layout; part of the cache key
+WINDOW_MINUTES = 48 * 60
+IMPLAUSIBLE_CHOICES = ("drop", "physiological", "keep")
+
+_FORMAT = 2  # version of the parsing rules and the cache layout; part of the cache key
 _CANONICAL_MTIME = 1325376000  # 2012-01-01 00:00 UTC, the mtime of every member of the checksummed tarballs
 _MEMBER = re.compile(r"^(?:\./)?(set-[a-z])/(\d+)\.txt$")
 _FEATURE_INDEX = {name: i for i, name in enumerate(FEATURES)}
 _LOW = np.array([VALID_RANGES[f][0] for f in FEATURES])
 _HIGH = np.array([VALID_RANGES[f][1] for f in FEATURES])
+#: per rule, the (low, high) bounds of the values it keeps
+_RULE_BOUNDS = {
+    "drop": (_LOW, _HIGH),
+    "physiological": tuple(np.array([PHYSIOLOGICAL_RANGES[f][i] for f in FEATURES]) for i in (0, 1)),
+    "keep": (np.full(len(FEATURES), -np.inf), np.full(len(FEATURES), np.inf)),
+}
 _FIX = "delete it and fetch again (taynode data fetch)"
 _ATTRIBUTION = (
     "Derived from the PhysioNet/Computing in Cardiology Challenge 2012 data (set-a, set-b), "
@@ -189,8 +252,9 @@ class PhysioNet:
     - `features`: the `D = 37` feature names, in column order.
     - `data_min`, `data_max`: `(D,)` float64, the scaling statistics from the training split
       (`data_max` after replacing 0 by 1): `values = (x - data_min) / data_max`.
-    - `info`: a dict with `empty_record_ids` (excluded records, ascending), `missing_codes` and
-      `implausible` (per feature, how many raw values were `-1` / outside `VALID_RANGES`), the settings
+    - `info`: a dict with `empty_record_ids` (excluded records, ascending), `missing_codes`,
+      `implausible` and `removed` (per feature, how many raw values were `-1` / outside `VALID_RANGES`
+      / removed by the implausible-value rule; features with none are left out), the settings
       (`quantization_minutes`, `implausible_rule`, `seed`, `test_fraction`), `n_records` per set,
       `raw_sha256` and `cache` (the cache path or None).
     """
@@ -214,6 +278,7 @@ class _Parsed:
     death: np.ndarray  # (N,) int64
     missing_codes: np.ndarray  # (D,) int64
     implausible: np.ndarray  # (D,) int64
+    removed: np.ndarray  # (D,) int64
     has_series: np.ndarray  # (N,) bool, see Record.has_series
 
 
@@ -257,7 +322,8 @@ class Record(NamedTuple):
     - `values`: `(T, D)` float64, the mean of the values in each slot, 0 where unobserved.
     - `mask`: `(T, D)` bool, True where observed.
     - `missing_codes`: `(D,)` int64, how many values were the missing code `-1` (never observations).
-    - `implausible`: `(D,)` int64, how many values lay outside `VALID_RANGES` (dropped or kept).
+    - `implausible`: `(D,)` int64, how many values lay outside `VALID_RANGES` (whatever the rule).
+    - `removed`: `(D,)` int64, how many values the implausible-value rule treated as unobserved.
     - `has_series`: whether any observation is more than an admission descriptor, i.e. other than
       Weight at 00:00 (the challenge gives Weight at 00:00 with Age, Gender, Height and ICUType).
     """
@@ -267,6 +333,7 @@ class Record(NamedTuple):
     mask: np.ndarray
     missing_codes: np.ndarray
     implausible: np.ndarray
+    removed: np.ndarray
     has_series: bool
 
 
@@ -294,6 +361,8 @@ def parse_record(
     counts = np.zeros((n_slots, len(FEATURES)), dtype=np.int64)
     missing = np.zeros(len(FEATURES), dtype=np.int64)
     bad = np.zeros(len(FEATURES), dtype=np.int64)
+    removed = np.zeros(len(FEATURES), dtype=np.int64)
+    low, high = _RULE_BOUNDS[implausible]
     record_id = None
     has_series = False
     lines = text.splitlines()
@@ -332,8 +401,9 @@ def parse_record(
             continue
         if not _LOW[j] <= value <= _HIGH[j]:
             bad[j] += 1
-            if implausible == "drop":
-                continue
+        if not low[j] <= value <= high[j]:
+            removed[j] += 1
+            continue
         k = _slot(minutes, q)
         sums[k, j] += value
         counts[k, j] += 1
@@ -342,7 +412,7 @@ def parse_record(
         raise ValueError(f"{name}: no RecordID line")
     mask = counts > 0
     values = np.where(mask, sums / np.maximum(counts, 1), 0.0)
-    return Record(record_id, values, mask, missing, bad, has_series)
+    return Record(record_id, values, mask, missing, bad, removed, has_series)
 
 
 # --------------------------------------------------------------------------- archives
@@ -492,6 +562,7 @@ def _cache_key(quantization_minutes: int, implausible: str) -> str:
         "quantization_minutes": int(quantization_minutes),
         "implausible": implausible,
         "valid_ranges": {k: [lo, str(hi)] for k, (lo, hi) in VALID_RANGES.items()},
+        "physiological_ranges": {k: [lo, hi] for k, (lo, hi) in PHYSIOLOGICAL_RANGES.items()},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -502,6 +573,7 @@ def _parse_all(paths: dict[str, Path], quantization_minutes: int, implausible: s
     ids, sets, vals, masks, deaths, series = [], [], [], [], [], []
     missing = np.zeros(len(FEATURES), dtype=np.int64)
     bad = np.zeros(len(FEATURES), dtype=np.int64)
+    removed = np.zeros(len(FEATURES), dtype=np.int64)
     for s, set_name in enumerate(SETS):
         outcomes = _read_outcomes(paths[OUTCOMES[set_name]])
         tar_path = paths[f"{set_name}.tar.gz"]
@@ -532,6 +604,7 @@ def _parse_all(paths: dict[str, Path], quantization_minutes: int, implausible: s
                 series.append(rec.has_series)
                 missing += rec.missing_codes
                 bad += rec.implausible
+                removed += rec.removed
                 bar.update()
         if seen != set(outcomes):
             only_tar, only_out = sorted(seen - set(outcomes)), sorted(set(outcomes) - seen)
@@ -552,6 +625,7 @@ def _parse_all(paths: dict[str, Path], quantization_minutes: int, implausible: s
         death=np.asarray(deaths, dtype=np.int64)[order],
         missing_codes=missing,
         implausible=bad,
+        removed=removed,
         has_series=np.asarray(series, dtype=bool)[order],
     )
 
@@ -655,8 +729,10 @@ def load_physionet(
     - `seed`: int >= 0 choosing the split (`split_record_ids`).
     - `test_fraction`: share of the RecordIDs in the test split, in (0, 1).
     - `quantization_minutes`: slot width, an int dividing 2880; 60 gives the 49-point hourly grid.
-    - `implausible`: `"drop"` (default) treats values outside `VALID_RANGES` as unobserved; `"keep"`
-      uses them (the original's behaviour). `-1` codes are missing either way.
+    - `implausible`: the rule for implausible values (see the module docstring): `"drop"` (default)
+      treats values outside `VALID_RANGES` as unobserved, `"physiological"` values outside
+      `PHYSIOLOGICAL_RANGES`; `"keep"` uses every value (the original's behaviour). `-1` codes are
+      missing either way. The training statistics are taken after the rule.
     - `cache`: read and write the parsed grid in `<data_dir>/physionet2012/` (see the module docstring).
     - `allow_url`: may download from physionet.org. `progress`: fetch messages and a parsing bar on stderr.
 
@@ -697,6 +773,7 @@ def load_physionet(
         "empty_record_ids": tuple(int(r) for r in parsed.record_ids[~nonempty]),
         "missing_codes": {f: int(c) for f, c in zip(FEATURES, parsed.missing_codes) if c},
         "implausible": {f: int(c) for f, c in zip(FEATURES, parsed.implausible) if c},
+        "removed": {f: int(c) for f, c in zip(FEATURES, parsed.removed) if c},
         "implausible_rule": implausible,
         "quantization_minutes": int(quantization_minutes),
         "seed": int(seed),

@@ -15,6 +15,11 @@ features) that scikit-learn's wheel ships (`sklearn.datasets.load_breast_cancer`
 first permuted by `numpy.random.default_rng(0).permutation(569)` (so that the splits do not
 follow the file's order), then split and standardised as above: 462 / 51 / 56 rows. The
 labels are not used. It is *not* MINIBOONE; its numbers are not comparable to published ones.
+Another `shuffle_seed` gives another split (the experiment's `split_seed`).
+
+**A baseline.** `gaussian_nll(train, x)` fits a full-covariance Gaussian to the training rows
+(maximum likelihood) and returns the per-row NLL (nats) of `x` under it: the number a flow must beat,
+in the same standardised units.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "miniboone_path",
     "load_breast_cancer",
     "MINIBOONE_DIM",
+    "gaussian_nll",
 ]
 
 MINIBOONE_DIM = 43
@@ -47,6 +53,7 @@ class TabularSplits:
     - `train`, `validation`, `test`: arrays `(rows, dim)`.
     - `mean`, `std`: the train + validation statistics used to standardise (`(dim,)`, original units).
     - `name`: the data set.
+    - `shuffle_seed`: the seed of the row permutation before the split (None: the file's order).
     """
 
     train: np.ndarray
@@ -55,6 +62,7 @@ class TabularSplits:
     mean: np.ndarray
     std: np.ndarray
     name: str
+    shuffle_seed: int | None = None
 
     @property
     def dim(self) -> int:
@@ -163,4 +171,31 @@ def load_breast_cancer(*, shuffle_seed: int | None = 0, dtype=np.float64) -> Tab
         if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0:
             raise ValueError(f"shuffle_seed must be an int >= 0 or None, got {shuffle_seed!r}")
         data = data[np.random.default_rng(shuffle_seed).permutation(len(data))]
-    return split_and_standardize(data, name="breast_cancer", dtype=dtype)
+    splits = split_and_standardize(data, name="breast_cancer", dtype=dtype)
+    return dataclasses.replace(splits, shuffle_seed=shuffle_seed)
+
+
+def gaussian_nll(train, x) -> np.ndarray:
+    """Per-row NLL (nats) of `x` under the full-covariance Gaussian fit to `train` by maximum likelihood.
+
+    The fit is the training mean and covariance (ddof = 0); the NLL of a row v is
+    ½[(v − μ)ᵀ Σ⁻¹ (v − μ) + log det(2π Σ)], computed in float64 through a Cholesky factor.
+
+    **Arguments**: `train` `(n, d)` with n > d; `x` `(m, d)`.
+    **Returns** an array `(m,)`.
+    **Raises** `ValueError` naming `train` or `x` when the shapes do not fit or the covariance is singular.
+    """
+    train, x = np.asarray(train, np.float64), np.asarray(x, np.float64)
+    if train.ndim != 2 or train.shape[0] <= train.shape[1]:
+        raise ValueError(f"train must be a 2-D array with more rows than columns, got shape {train.shape}")
+    if x.ndim != 2 or x.shape[1] != train.shape[1]:
+        raise ValueError(f"x must have shape (rows, {train.shape[1]}) like train, got {x.shape}")
+    mean = train.mean(axis=0)
+    cov = np.cov(train, rowvar=False, ddof=0)
+    eig = np.linalg.eigvalsh(cov)
+    if eig[0] <= 1e-12 * eig[-1]:
+        raise ValueError("train has a singular covariance: drop linearly dependent columns first")
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol, (x - mean).T)  # L⁻¹ (v − μ), one column per row
+    logdet = 2 * np.sum(np.log(np.diag(chol)))
+    return 0.5 * (np.sum(white**2, axis=0) + logdet + train.shape[1] * np.log(2 * np.pi))

@@ -13,9 +13,18 @@ Hutchinson's trace with a Rademacher probe, Adam 1e-3 with a 1000-step warm-up, 
 Dopri5 at rtol = atol = 1e-5 (the `paper` and `gpu` presets). The loss is bits/dim of the
 256-level pixels, log-Jacobian of the logit transform included. The regularisers see z only.
 
-**Probes in evaluation.** The test NLL, NFE and penalties use one fixed Rademacher probe image
-(drawn from `PRNGKey(TEST_SEED)`) shared by every test example, so that an example solved alone
-sees the same probe as in a joint batch.
+**Test bits/dim.** With `test_trace="exact"` (the `cpu` and `smoke` presets) the test log-density
+uses the exact Jacobian trace (D = 196 jvps per field evaluation at 14×14, `exact_block` of them at
+once), so it is a log-likelihood, not an estimate. With `"hutchinson"` (`gpu` and `paper`, at
+28×28 where the exact trace costs 784 jvps) every test image gets its own Rademacher probe, as
+FFJORD's test: the estimates' errors average out over the test set instead of sharing one probe.
+
+**Baseline.** `gaussian_test_bpd`: a full-covariance Gaussian fit (maximum likelihood) to the
+logit-transformed training images, dequantised once with `BASELINE_SEED`, scored on the same
+dequantised test images with the same log-Jacobian: the bits/dim a flow must beat.
+
+**NFE and penalties** use one fixed Rademacher probe image (drawn from `PRNGKey(TEST_SEED)`)
+shared by every test example, so that an example solved alone sees the same probe as in a joint batch.
 
 **Scale.** One training step at full size is far too slow for 2 CPU cores
 (`benchmarks/ffjord_step.py` times it); the `cpu` preset is a stated reduction: 14×14 images,
@@ -43,15 +52,18 @@ from ..cnf import (
     standard_normal_log_prob,
 )
 from ..configs import ExperimentConfig, field
-from ..evaluation import final_state
 from ..experiment import Experiment, Problem
 from ..models import as_field
 
 __all__ = ["FFJORDMNISTConfig", "FFJORDMNIST", "EXPERIMENT", "PRESETS", "SWEEPS", "TEST_SEED", "downsample",
-           "sample_images"]
+           "sample_images", "test_log_prob", "gaussian_baseline_bpd", "TEST_TRACES", "BASELINE_SEED"]
 
 TEST_SEED = 12345
+#: seed of the dequantisation of the training images the Gaussian baseline is fit to
+BASELINE_SEED = 54321
 ALPHA = 1e-5
+#: how the test bits/dim take the Jacobian trace
+TEST_TRACES = ("exact", "hutchinson")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +74,8 @@ class FFJORDMNISTConfig(ExperimentConfig):
     hidden: tuple = field((16, 16, 16), "channels of the ConcatConv2D hidden layers (original: 64 64 64)")
     conv_impl: str = field("im2col", "conv | im2col (same values; im2col trains faster on CPU)")
     test_size: int = field(200, "test images on which the test bits/dim are measured")
+    test_trace: str = field("exact", "trace of the test bits/dim: exact (D jvps) | hutchinson (a probe per image)")
+    exact_block: int = field(7, "jvps of the exact trace run at once (bounds its memory: 7 × eval_chunk images)")
     # shared fields with this experiment's values
     rtol: float = field(1e-5, "relative tolerance of the training solves (original: 1e-5)")
     atol: float = field(1e-5, "absolute tolerance of the training solves (original: 1e-5)")
@@ -84,7 +98,9 @@ class FFJORDMNISTConfig(ExperimentConfig):
         if not self.hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
                                       for h in self.hidden):
             raise ValueError(f"hidden must be a non-empty tuple of ints >= 1, got {self.hidden!r}")
-        check_ints(self, ("test_size",))
+        check_ints(self, ("test_size", "exact_block"))
+        if self.test_trace not in TEST_TRACES:
+            raise ValueError(f"test_trace must be one of {TEST_TRACES}, got {self.test_trace!r}")
 
     @property
     def dims(self) -> int:
@@ -97,11 +113,12 @@ PRESETS = {
     "cpu": dict(),
     "gpu": dict(image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200, train_size=60000,
                 epochs=10, warmup_steps=1000, test_size=10000, nfe_examples=1000, nfe_per_example=20,
-                reg_examples=1000, eval_chunk=200),
+                reg_examples=1000, eval_chunk=200, test_trace="hutchinson"),
     # ffjord_mnist.py: Adam 1e-3 (1000-step warm-up, ÷10 at epoch 80), batch 200, 100 epochs
     "paper": dict(image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200, train_size=60000,
                   epochs=100, warmup_steps=1000, lr_boundaries=(80,), lr_values=(1e-3, 1e-4), test_size=10000,
-                  nfe_examples=1000, nfe_per_example=100, reg_examples=1000, eval_chunk=200),
+                  nfe_examples=1000, nfe_per_example=100, reg_examples=1000, eval_chunk=200,
+                  test_trace="hutchinson"),
 }
 
 SWEEPS = {"full": ({"reg": "none", "seed": 0}, {"reg": "taylor", "order": 2, "lam": 3e-4, "seed": 0})}
@@ -192,17 +209,54 @@ class FFJORDMNIST(Experiment):
         return bpd, {"bpd": bpd}
 
     def metrics(self, cfg, params, data):
-        """Test bits/dim (Hutchinson, the fixed probe) on the first `test_size` test images."""
+        """Test bits/dim on the first `test_size` test images (trace: `cfg.test_trace`), and the Gaussian baseline."""
         arrays = self.eval_arrays(cfg, data)
         n = len(arrays["y"])
         total = 0.0
         for i in range(0, n, cfg.eval_chunk):
-            chunk = {k: v[i:i + cfg.eval_chunk] for k, v in arrays.items()}
-            total += float(jnp.sum(_bpd(cfg, final_state(self, cfg, params, chunk), jnp.asarray(chunk["logdet"]))))
-        return {"test_bpd": total / n, "eval_sizes": {"test": n}}
+            y = jnp.asarray(arrays["y"][i:i + cfg.eval_chunk])
+            logp = test_log_prob(cfg, params, y, jr.fold_in(jr.PRNGKey(TEST_SEED), i))
+            total += float(jnp.sum(bits_per_dim(logp + jnp.asarray(arrays["logdet"][i:i + cfg.eval_chunk]), cfg.dims)))
+        return {"test_bpd": total / n, "test_trace": cfg.test_trace,
+                "gaussian_test_bpd": gaussian_baseline_bpd(cfg, data), "eval_sizes": {"test": n}}
 
     def summary(self, metrics):
         return f"test {metrics['test_bpd']:.3f} bits/dim"
+
+
+@eqx.filter_jit
+def test_log_prob(cfg, params, y, key):
+    """log p(y) (nats, per image) of logit-space images `y` at the evaluation tolerance, trace by `cfg.test_trace`.
+
+    `"exact"`: the full Jacobian trace; `"hutchinson"`: an independent Rademacher probe for every
+    image, drawn from `key`. Add the logit transform's log-Jacobian for the density of the pixels.
+    """
+    divergence = "exact" if cfg.test_trace == "exact" else "rademacher"
+    flow = CNF(_field(cfg), (cfg.image_size, cfg.image_size, 1), divergence=divergence, solver=cfg.solver,
+               rtol=cfg.eval_rtol, atol=cfg.eval_atol, max_steps=cfg.max_steps, exact_block=cfg.exact_block)
+    return flow.log_prob(params, y, key=None if divergence == "exact" else key).log_prob
+
+
+def gaussian_baseline_bpd(cfg, data) -> float | None:
+    """Test bits/dim of a full-covariance Gaussian in logit space (the flow's test images and log-Jacobian).
+
+    Fit by maximum likelihood (float64) to the `cfg.train_size` training images dequantised once
+    (numpy's generator seeded with `BASELINE_SEED`) and logit-transformed as the flow's input.
+    None when there are no more training images than dimensions (the covariance would be singular).
+    """
+    from ..data.tabular import gaussian_nll
+
+    if cfg.train_size <= cfg.dims:
+        return None
+    pixels = downsample(data["train_images"][: cfg.train_size], cfg.image_size).reshape(cfg.train_size, -1)
+    # `dequantize` and `logit_transform`, in numpy float64 whatever JAX's precision
+    u = np.random.default_rng(BASELINE_SEED).uniform(1e-15, 1 - 1e-15, size=pixels.shape)
+    s = ALPHA + (1 - 2 * ALPHA) * (pixels + u) / 256
+    train = np.log(s) - np.log1p(-s)
+    test = EXPERIMENT.eval_arrays(cfg, data)
+    y = np.asarray(test["y"], np.float64).reshape(len(test["y"]), -1)
+    logp = -gaussian_nll(train, y) + np.asarray(test["logdet"], np.float64)
+    return float(np.mean(bits_per_dim(logp, cfg.dims)))
 
 
 def sample_images(cfg, params, key, num: int):

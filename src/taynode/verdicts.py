@@ -105,7 +105,7 @@ class Criterion:
 
 #: The criterion of each chapter (chapter 3: the toy; 5: MNIST; 6: PhysioNet; 7: density estimation).
 CRITERIA = {
-    "toy": Criterion(0.5, "MSE", 0.0, relative=True),
+    "toy": Criterion(0.5, "MSE", 1e-3),  # a fit of the map: MSE at most a thousandth above the unregularised
     "mnist": Criterion(0.5, "test accuracy", 1.0, higher_is_better=True, unit="points"),
     "physionet": Criterion(0.75, "test MSE", 0.05, relative=True),
     "density": Criterion(0.75, "test NLL", 0.05, unit="nats (bits/dim for images)"),

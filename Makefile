@@ -63,7 +63,7 @@ html: setup mathjax
 # missing pages or anchors, tables and code wider than the column (tests/book/test_browser.py);
 # a screenshot of every page in _build/screenshots/. Needs Debian's `chromium` (skipped without).
 BOOK_HTML ?= _build/html
-browser: setup
+browser: setup mathjax
 	rm -rf _build/screenshots
 	TAYNODE_BOOK_HTML=$(BOOK_HTML) TAYNODE_SCREENSHOTS=_build/screenshots \
 		$(BIN)/python -m pytest tests/book -q -p no:cacheprovider --tb=short
@@ -87,6 +87,7 @@ test: setup data
 	$(MAKE) slow
 	$(MAKE) notebooks
 	$(MAKE) html
+	$(MAKE) browser
 
 bench: setup
 	$(BIN)/python benchmarks/taylor_cost.py

@@ -6,12 +6,18 @@
   `<build>/jupyter_execute/` into the HTML's `_sources/` and tells the theme where it is.
 - **MathJax on every page**, so that the sidebar's chapter titles ($R_K$) render on pages that
   have no maths of their own.
+- **Each inline script once.** sphinx-thebe registers its configuration script (`const
+  THEBE_JS_URL = …`) once per reading of the sources, and a second copy on a page stops it with
+  "Identifier 'THEBE_JS_URL' has already been declared".
+- **Page titles without TeX.** A chapter titled "The $R_K$ regulariser" would show
+  `The \(R_K\) regulariser` in the browser's tab; the `<title>` gets `R_K` instead.
 - **Bibliography labels "Author et al. year"**, matching the author-year citations in the text
   (pybtex's default labels are alphabetic codes such as "KBJD20").
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -71,8 +77,31 @@ register_plugin("pybtex.style.labels", "author_year_labels", AuthorYearLabels)
 register_plugin("pybtex.style.formatting", "author_year_unsrt", AuthorYearStyle)
 
 
+def _one_of_each_script(app, pagename, templatename, context, doctree):
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        # an inline script is registered with filename None by some extensions, "" by others
+        name = getattr(script, "filename", script) or ""
+        key = (name, tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    context["script_files"] = kept
+
+
+_INLINE_MATH = re.compile(r"\\\((.*?)\\\)|\$([^$]+)\$")
+
+
+def _plain_title(app, pagename, templatename, context, doctree):
+    """`\\(R_K\\)` or `$R_K$` in the tab's title → `R_K` (the heading itself keeps its maths)."""
+    if context.get("title"):
+        context["title"] = _INLINE_MATH.sub(lambda m: m.group(1) or m.group(2), context["title"])
+
+
 def setup(app):
     # before sphinx-book-theme draws its header buttons (priority 501)
     app.connect("html-page-context", _offer_notebook, priority=400)
+    app.connect("html-page-context", _one_of_each_script, priority=900)
+    app.connect("html-page-context", _plain_title, priority=900)
     app.set_html_assets_policy("always")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -63,7 +63,7 @@ from taynode.solve import PAPER_TOL  # noqa: E402
 from taynode.train import epoch_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RECORD = ROOT / "results" / "mnist" / "mnist_cpu_none_seed0.json"
+DEFAULT_RECORD = ROOT / "results" / "mnist" / "short" / "mnist_cpu_none_seed0.json"
 LR = 1e-3
 
 

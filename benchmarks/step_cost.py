@@ -15,7 +15,7 @@ and the step's f units per NFE. A sampled R_K takes the unregularised solve's st
 out of the step-size control), so its step time over the unregularised one is its overhead at the
 same NFE. Calls are interleaved over the methods, each compiled first; medians of `--repeats`.
 
-    python benchmarks/step_cost.py [--experiment mnist] [--record results/mnist/mnist_cpu_none_seed0.json]
+    python benchmarks/step_cost.py [--experiment mnist] [--record results/mnist/short/mnist_cpu_none_seed0.json]
 """
 
 from __future__ import annotations

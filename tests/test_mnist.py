@@ -174,7 +174,7 @@ def test_rq2_lambdas_are_one_over_the_unregularised_penalties():
     from taynode.experiments.mnist import RK_UNREG, SWEEPS
     from taynode.paths import RESULTS
 
-    cfg, params, _ = load_run(EXP, RESULTS / "mnist" / "mnist_cpu_none_seed0.json")
+    cfg, params, _ = load_run(EXP, RESULTS / "mnist" / "short" / "mnist_cpu_none_seed0.json")
     cfg = dataclasses.replace(cfg, eval_rtol=1e-6, eval_atol=1e-6)
     values = penalty_values(EXP, cfg, params, EXP.load_data(cfg, progress=False), orders=tuple(RK_UNREG), n=100)
     for k, r in RK_UNREG.items():

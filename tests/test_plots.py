@@ -185,6 +185,32 @@ def test_training_nfe_needs_a_regularised_family():
         plots.training_nfe(rows)
 
 
+def test_evaluation_curves_one_panel_per_metric_one_line_per_run():
+    rows = [{"label": label, "family": family, "seed": seed, "epoch": e, "acc": 90 + e, "nfe": 80 - e}
+            for label, family in [("unregularised", "unregularised"), ("R2, λ=1", "R2")]
+            for seed in (0, 1) for e in (10, 20, 30)]
+    fig = plots.evaluation_curves(pd.DataFrame(rows), {"acc": "test accuracy (%)", "nfe": "test NFE"})
+    _fits_column(fig)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["test accuracy (%)", "test NFE"]
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert len(lines) == 4  # 2 runs × 2 seeds
+        assert sorted(line.get_linestyle() for line in lines) == ["-", "-", "--", "--"]
+        assert all(list(line.get_xdata()) == [10, 20, 30] for line in lines)
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend == ["unregularised, seed 0", "unregularised, seed 1", "R2, λ=1, seed 0", "R2, λ=1, seed 1"]
+
+
+def test_evaluation_curves_checks_its_input():
+    rows = pd.DataFrame({"label": ["u"], "family": ["unregularised"], "seed": [0], "epoch": [1], "acc": [9.0]})
+    with pytest.raises(ValueError, match="panels is empty"):
+        plots.evaluation_curves(rows, {})
+    with pytest.raises(ValueError, match=r"lacks the columns \['nfe'\]"):
+        plots.evaluation_curves(rows, {"nfe": "NFE"})
+    with pytest.raises(ValueError, match="at least one row"):
+        plots.evaluation_curves(rows.iloc[:0], {"acc": "accuracy"})
+
+
 def test_runs_by_seed_legend_lists_settings_then_seeds():
     fig = plots.runs_by_seed(_runs())
     _fits_column(fig)

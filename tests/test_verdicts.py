@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from taynode.verdicts import CRITERIA, Criterion, judge_seeds, order_match, seeds_phrase, verdict
+from taynode.verdicts import CRITERIA, Criterion, judge_seeds, met_phrase, order_match, seeds_phrase, verdict
 
 
 @pytest.mark.parametrize("outcomes,want", [
@@ -26,6 +26,17 @@ def test_seeds_phrase(by_seed, want):
     assert seeds_phrase(by_seed) == want
 
 
+@pytest.mark.parametrize("by_seed,want", [
+    ({0: True, 1: True, 2: True}, "met at every seed (0, 1, 2)"),
+    ({0: True, 1: False, 2: False}, "met at seed 0 only (of 0, 1, 2)"),
+    ({0: False, 1: False}, "not met at any seed of 0, 1"),
+    ({0: True}, "met at its one seed (0)"),
+    ({1: False}, "not met at its one seed (1)"),
+])
+def test_met_phrase(by_seed, want):
+    assert met_phrase(by_seed) == want
+
+
 def test_seeds_phrase_needs_a_seed():
     with pytest.raises(ValueError, match="by_seed is empty"):
         seeds_phrase({})
@@ -37,7 +48,7 @@ def test_accuracy_criterion_judges_both_conditions_at_their_boundaries():
     assert not c.holds(40.5, 80, 98.0, 98.0)
     assert not c.holds(30, 80, 96.9, 98.0)
     assert c.holds(30, 80, 99.0, 98.0)  # better accuracy is fine
-    assert "at most 0.5×" in c.statement and "at most 1 points lower" in c.statement
+    assert "at most 0.5×" in c.statement and "at most 1 point lower" in c.statement
 
 
 def test_relative_loss_criterion():

@@ -327,6 +327,39 @@ def training_nfe(curves: pd.DataFrame, *, reference: str = "unregularised",
     return fig
 
 
+def evaluation_curves(curves: pd.DataFrame, panels: Mapping[str, str], *, x: str = "epoch") -> Figure:
+    """The periodic evaluations of training runs: one panel per metric, one line per run.
+
+    **Arguments**
+    - `curves`: long DataFrame with columns `label`, `family`, `seed`, `x` and every key of
+      `panels` (one row per evaluation of a run).
+    - `panels`: metric column → y-axis label, in panel order (`{"acc": "test accuracy (%)"}`).
+    - `x`: the column on the x-axis (its name is the axis label).
+
+    Colour = family, line style = seed (solid, dashed, dotted), a marker at every evaluation.
+
+    **Returns** the figure (one row of panels sharing the x-axis; the legend beside the last).
+
+    **Raises** `ValueError` when a column is missing, `panels` is empty or `curves` is empty.
+    """
+    if not panels:
+        raise ValueError("panels is empty: name at least one metric column to plot")
+    _require(curves, ["label", "family", "seed", x, *panels], "curves")
+    seeds = sorted(curves["seed"].unique())
+    styles = dict(zip(seeds, ["-", "--", ":", "-."]))
+    fig, axes = _figure(7.8, 3.4, 1, len(panels), sharex=True, squeeze=False)
+    for ax, (column, ylabel) in zip(axes[0], panels.items()):
+        for (label, family, seed), run in curves.groupby(["label", "family", "seed"], sort=False):
+            run = run.sort_values(x)
+            ax.plot(run[x], run[column], styles.get(seed, "-"), marker="o", markersize=3.5, lw=1.4,
+                    color=family_color(family), label=f"{label}, seed {seed}")
+        ax.set(xlabel=x, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
 def runs_by_seed(runs: pd.DataFrame, *, nfe_label: str = "test NFE",
                  acc_label: str = "test accuracy (%)") -> Figure:
     """The same settings at several seeds: accuracy against NFE, colour = setting, marker = seed.

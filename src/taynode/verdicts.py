@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "judge_seeds", "rq2_frame",
+__all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds", "rq2_frame",
            "best_orders", "rq2_best", "order_match", "SOLVER_STEP_NFE", "PUBLISHED", "published_frame"]
 
 VERDICTS = ("holds", "partly", "does not", "not yet")
@@ -61,6 +61,17 @@ def seeds_phrase(by_seed: Mapping[int, bool]) -> str:
     return f"at seeds {_join(yes)} of {', '.join(map(str, seeds))}"
 
 
+def met_phrase(by_seed: Mapping[int, bool]) -> str:
+    """`seeds_phrase` as the criterion's outcome: `"met at every seed (0, 1, 2)"`, `"met at seed 1 only
+    (of 0, 1, 2)"`, `"not met at any seed of 0, 1, 2"`, `"not met at its one seed (0)"`."""
+    phrase = seeds_phrase(by_seed)
+    if phrase.startswith("not at "):
+        return "not met at " + phrase.removeprefix("not at ")
+    if phrase.startswith("at no seed of "):
+        return "not met at any seed of " + phrase.removeprefix("at no seed of ")
+    return "met " + phrase
+
+
 @dataclasses.dataclass(frozen=True)
 class Criterion:
     """When a regularised run reproduces the claim "fewer evaluations, nearly as good a model".
@@ -97,7 +108,8 @@ class Criterion:
     @property
     def statement(self) -> str:
         """The criterion as a sentence, to print before the table it judges."""
-        tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:g} {self.unit}".strip()
+        unit = self.unit[:-1] if self.tolerance == 1 and self.unit.endswith("s") else self.unit  # 1 point
+        tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:g} {unit}".strip()
         worse = "lower" if self.higher_is_better else "higher"
         return (f"a regularised run reproduces the claim when its test NFE is at most {self.max_nfe_ratio:g}× "
                 f"the unregularised run's of the same seed and its {self.metric} is at most {tol} {worse}")

@@ -91,7 +91,7 @@ SAMPLED = (dict(SHORT, reg="taylor", order=2, lam=1.0, estimator="sampled"),
            dict(SHORT, reg="taylor", order=3, lam=1.0, estimator="sampled"))
 # RQ2 (chapter 04): K ∈ {2, 3, 4} × {Bosh3, Dopri5}, trained and judged at rtol = atol = 1e-6 (a
 # third-order solver at 1.4e-8 would make the grid far too slow for two cores), sampled R_K. One λ per K:
-# λ_K = 1 / R_K of the unregularised cpu model (results/mnist/mnist_cpu_none_seed0, first 100 test
+# λ_K = 1 / R_K of the unregularised cpu model (results/mnist/short/mnist_cpu_none_seed0, first 100 test
 # images, Dopri5 at 1e-6; tests/test_mnist.py recomputes RK_UNREG), one significant figure, so the
 # penalty starts at the same weight relative to its unregularised value for every K.
 RK_UNREG = {2: 1.011, 3: 2.245, 4: 37.08}

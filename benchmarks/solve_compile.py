@@ -33,7 +33,8 @@ from taynode.paths import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the record of the checkout whose taynode is imported (its schema matches that code)
-RECORD = Path(taynode.__file__).resolve().parents[2] / "results" / "mnist" / "short" / "mnist_cpu_taylor_K2_lam1_seed0.json"
+RECORD = (Path(taynode.__file__).resolve().parents[2] / "results" / "mnist" / "short"
+          / "mnist_cpu_taylor_K2_lam1_seed0.json")
 
 
 def field(t, y, p):

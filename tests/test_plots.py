@@ -168,6 +168,18 @@ def test_accuracy_vs_nfe_rejects_unknown_family_and_non_frames():
         plots.accuracy_vs_nfe(runs.to_dict())
 
 
+def test_accuracy_vs_nfe_min_acc_span_widens_a_narrow_axis_only():
+    runs = _runs()
+    narrow = runs.assign(acc=87.0 + 0.1 * np.arange(len(runs)))
+    lo, hi = plots.accuracy_vs_nfe(narrow, min_acc_span=2.0).axes[0].get_ylim()
+    assert hi - lo == pytest.approx(2.0) and (lo + hi) / 2 == pytest.approx(narrow["acc"].agg(["min", "max"]).mean())
+    wide = runs.assign(acc=80.0 + 5 * np.arange(len(runs)))
+    lo, hi = plots.accuracy_vs_nfe(wide, min_acc_span=2.0).axes[0].get_ylim()
+    assert lo <= 80.0 and hi >= wide["acc"].max() and hi - lo > 2.0  # already wider: left alone
+    with pytest.raises(ValueError, match="min_acc_span must be positive"):
+        plots.accuracy_vs_nfe(runs, min_acc_span=0)
+
+
 def test_training_nfe_one_panel_per_family_with_the_reference_in_each():
     rows = []
     for label, family, weight in [("unregularised", "unregularised", 0.0), ("R2, λ=1", "R2", 1.0),

@@ -264,19 +264,24 @@ def lambda_sweep(runs: pd.DataFrame, *, nfe_label: str = "NFE", fit_label: str =
 
 
 def accuracy_vs_nfe(runs: pd.DataFrame, *, nfe_label: str = "test NFE",
-                    acc_label: str = "test accuracy (%)") -> Figure:
+                    acc_label: str = "test accuracy (%)", min_acc_span: float | None = None) -> Figure:
     """Accuracy against solver work, one point per run, labelled in a legend beside the axes.
 
     **Arguments**
     - `runs`: DataFrame with columns `label`, `family` (a key of `FAMILY_COLORS`), `weight`
       (the regularisation weight, which sets the shade), `nfe` and `acc`.
     - `nfe_label`, `acc_label`: axis labels (say solver, tolerance and batch).
+    - `min_acc_span`: the accuracy axis spans at least this much (centred on the points), so that
+      differences smaller than the noise do not fill the axis. None: matplotlib's limits.
 
     **Returns** the figure (one axes, one point and one legend entry per run).
 
-    **Raises** `ValueError` when a column is missing, `runs` is empty or a family is unknown.
+    **Raises** `ValueError` when a column is missing, `runs` is empty, a family is unknown or
+    `min_acc_span` is not positive.
     """
     _require(runs, ["label", "family", "weight", "nfe", "acc"], "runs")
+    if min_acc_span is not None and not min_acc_span > 0:
+        raise ValueError(f"min_acc_span must be positive (or None), got {min_acc_span}")
     markers = {"unregularised": "o", "R2": "s", "R3": "^", "RNODE": "D"}
     fig, ax = _figure(7.8, 3.8)
     for family, sub in runs.groupby("family", sort=False):
@@ -286,6 +291,10 @@ def accuracy_vs_nfe(runs: pd.DataFrame, *, nfe_label: str = "test NFE",
                        marker=markers.get(family, "o"), s=55, edgecolors="black", linewidths=0.5,
                        label=r["label"], zorder=2)
     ax.set(xlabel=nfe_label, ylabel=acc_label)
+    lo, hi = ax.get_ylim()
+    if min_acc_span is not None and hi - lo < min_acc_span:
+        mid = (runs["acc"].min() + runs["acc"].max()) / 2
+        ax.set_ylim(mid - min_acc_span / 2, mid + min_acc_span / 2)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

@@ -2,7 +2,16 @@
 
 from . import activations
 from .cnf import CNF, FlowResult
-from .regularizers import AbstractRegularizer, JacobianFrobenius, Kinetic, TaylorRK
+from .regularizers import (
+    AbstractRegularizer,
+    AbstractSolverHeuristic,
+    ErrorEstimate,
+    JacobianFrobenius,
+    Kinetic,
+    Stiffness,
+    TaylorRK,
+    steer_end_time,
+)
 from .solve import PAPER_TOL, SOLVERS, Solution, evaluation_nfe, get_solver, solve
 from .taylor import solution_derivatives
 
@@ -21,6 +30,10 @@ __all__ = [
     "TaylorRK",
     "Kinetic",
     "JacobianFrobenius",
+    "AbstractSolverHeuristic",
+    "ErrorEstimate",
+    "Stiffness",
+    "steer_end_time",
     "CNF",
     "FlowResult",
 ]

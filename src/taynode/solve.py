@@ -19,14 +19,18 @@ evaluation). Then, exactly:
 
 This is checked against a counting vector field in the tests.
 
-**Sampled regularisers.** A `TaylorRK(..., estimator="sampled")` is not an ODE state. The
-solver is wrapped (`SampledRegularizerSolver`): after each attempted step [t_i, t_i + h_i] of
-the underlying solver it evaluates the regulariser's integrand once, at t_i + u·h_i on that
-step's dense interpolant (u ~ U(0, 1) drawn from the regulariser's key and t_i), and adds
-h_i times it to an accumulator whose error estimate is zero. The step-size control sees the
-solution (and any exact regulariser states) only, so an unregularised and a sampled solve take
-the same steps. `nfe` counts the solver's evaluations of f; the sampled integrand's own
-evaluations (K − 1 derivatives beyond the f it needs) are not in it.
+**Per-step regularisers.** A `TaylorRK(..., estimator="sampled")` and the solver heuristics
+(`ErrorEstimate`, `Stiffness`) are not ODE states. The solver is wrapped
+(`StepRegularizerSolver`): after each attempted step [t_i, t_i + h_i] of the underlying solver
+it adds to an accumulator whose error estimate is zero
+- for a sampled R_K, h_i times its integrand evaluated once, at t_i + u·h_i on that step's dense
+  interpolant (u ~ U(0, 1) drawn from the regulariser's key and t_i);
+- for a solver heuristic, |h_i| times its estimate on that step, computed from the error
+  estimate or the stages the step already made (no further evaluation of f).
+diffrax keeps the old state when it rejects a step, so only accepted steps count. The step-size
+control sees the solution (and any exact regulariser states) only, so an unregularised and a
+per-step regularised solve take the same steps. `nfe` counts the solver's evaluations of f; the
+sampled integrand's own evaluations (K − 1 derivatives beyond the f it needs) are not in it.
 """
 
 from __future__ import annotations
@@ -42,9 +46,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
 
-from .regularizers import AbstractRegularizer
+from .regularizers import AbstractRegularizer, AbstractSolverHeuristic, SolverStep
 
-__all__ = ["Solution", "SampledRegularizerSolver", "solve", "evaluation_nfe", "get_solver", "SOLVERS", "PAPER_TOL"]
+__all__ = ["Solution", "StepRegularizerSolver", "solve", "evaluation_nfe", "get_solver", "SOLVERS", "PAPER_TOL"]
 
 PAPER_TOL = 1.4e-8
 
@@ -151,21 +155,28 @@ def _check_tol(name, value):
     return float(value)
 
 
-def _check_regularizers(regularizers) -> tuple:
-    if isinstance(regularizers, AbstractRegularizer):
+def _check_regularizers(regularizers, solver, adaptive) -> tuple:
+    if isinstance(regularizers, (AbstractRegularizer, AbstractSolverHeuristic)):
         regularizers = (regularizers,)
     regularizers = tuple(regularizers)
     names = []
     for r in regularizers:
-        if not isinstance(r, AbstractRegularizer):
+        if not isinstance(r, (AbstractRegularizer, AbstractSolverHeuristic)):
             raise ValueError(
-                "regularizers must be taynode regularisers (TaylorRK, Kinetic, JacobianFrobenius), "
-                f"got {r!r}"
+                "regularizers must be taynode regularisers (TaylorRK, Kinetic, JacobianFrobenius, ErrorEstimate, "
+                f"Stiffness), got {r!r}"
             )
+        if isinstance(r, AbstractSolverHeuristic):
+            r.check_solver(solver, adaptive)
         names.append(r.name)
     if len(set(names)) != len(names):
         raise ValueError(f"regularizers must have distinct names, got {names}")
     return regularizers
+
+
+def _is_per_step(regularizer) -> bool:
+    """Whether a regulariser is accumulated step by step (sampled R_K, solver heuristics), not as an ODE state."""
+    return isinstance(regularizer, AbstractSolverHeuristic) or getattr(regularizer, "sampled", False)
 
 
 class AugmentedField(eqx.Module):
@@ -203,19 +214,23 @@ def _error_of_solution(error):
     return optx.rms_norm(error[0])
 
 
-class SampledRegularizerSolver(diffrax.AbstractSolver):
-    """A solver of the state (x, s): x by `base` along `field`, s the sampled regulariser sums.
+class StepRegularizerSolver(diffrax.AbstractSolver):
+    """A solver of the state (x, s): x by `base` along `field`, s the per-step regulariser sums.
 
-    Each step advances x with `base`, then adds h · integrand(t*, x(t*)) to s for every sampled
-    regulariser, with t* drawn uniformly in the step and x(t*) from `base`'s dense output of
-    that step. The error estimate of s is zero. `taynode.solve` builds it; see the module
-    docstring.
+    Each step advances x = (y, r) with `base`, then adds to s, for every regulariser here:
+    a sampled R_K, h · integrand(t*, x(t*)) with t* drawn uniformly in the step and x(t*) from
+    `base`'s dense output of that step; a solver heuristic (`ErrorEstimate`, `Stiffness`),
+    |h| · its estimate from the step's error estimate and stages of y. The error estimate of s is
+    zero. `rtol`, `atol` are the solve's tolerances (None for fixed steps). `taynode.solve`
+    builds it; see the module docstring.
     """
 
     base: diffrax.AbstractSolver
     field: Any = eqx.field(static=True)
     regularizers: tuple
     batched: bool = eqx.field(static=True)
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float | None = eqx.field(static=True, default=None)
 
     term_structure: ClassVar = diffrax.AbstractTerm
 
@@ -251,6 +266,10 @@ class SampledRegularizerSolver(diffrax.AbstractSolver):
         vector_field = self.field.vector_field
         s1 = dict(s0)
         for r in self.regularizers:
+            if isinstance(r, AbstractSolverHeuristic):  # the y part of x = (y, r)
+                step = SolverStep(self.base, t0, t1, x0[0], x1[0], x_error[0], dense["k"][0], self.rtol, self.atol)
+                s1[r.name] = s0[r.name] + r(step, self.batched)
+                continue
             t_star = _sample_point(r.key, t0, t1)
             y_star = interpolant.evaluate(t_star)[0]
             dy = vector_field(t_star, y_star, args)
@@ -272,7 +291,7 @@ def _wrap_dense(dense, s0, s1):
             out[name] = (value, jtu.tree_map(lambda s: jnp.zeros((stages, *s.shape), s.dtype), s0))
         else:
             raise ValueError(
-                f"sampled regularisers do not support solvers whose dense output has {name!r}; "
+                f"per-step regularisers do not support solvers whose dense output has {name!r}; "
                 f"use one of {sorted(SOLVERS)}"
             )
     return out
@@ -285,10 +304,10 @@ def _check_arguments(vector_field, y0, args, *, t0, t1, solver, rtol, atol, dt0,
     _evals_per_step(solver)  # raises for solvers whose NFE cannot be counted exactly
     rtol = _check_tol("rtol", rtol)
     atol = _check_tol("atol", atol)
-    regularizers = _check_regularizers(regularizers)
     if (rtol is None) != (atol is None):
         raise ValueError("rtol and atol must both be given (adaptive) or both be None (fixed step with dt0)")
     adaptive = rtol is not None
+    regularizers = _check_regularizers(regularizers, solver, adaptive)
     if not adaptive and dt0 is None:
         raise ValueError("dt0 must be given for a fixed-step solve (rtol=atol=None)")
     if dt0 is not None:
@@ -427,11 +446,11 @@ def _unpack(sol, ys, init_evals, per_step, *, ts, save_steps) -> Solution:
 
 
 @eqx.filter_jit
-def _solve(field: AugmentedField, sampled: tuple, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
+def _solve(field: AugmentedField, step_regs: tuple, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps,
            dense, adjoint, max_steps) -> Solution:
     """The checked solve, compiled once per field, shapes and options.
 
-    With sampled regularisers the solver is wrapped (`SampledRegularizerSolver`), the state is
+    With per-step regularisers the solver is wrapped (`StepRegularizerSolver`), the state is
     (x0, s0) and the step-size control sees x only.
     """
     term = diffrax.ODETerm(field)
@@ -439,8 +458,8 @@ def _solve(field: AugmentedField, sampled: tuple, x0, s0, args, t0, t1, solver, 
     solver_state, dt0, init_evals = _fsal_start(term, solver, t0, t1, x0, args, adaptive=adaptive, dt0=dt0,
                                                 rtol=rtol, atol=atol, adjoint=adjoint)
     outer_term, outer_solver, y0, norm = term, solver, x0, optx.rms_norm
-    if sampled:
-        outer_solver = SampledRegularizerSolver(solver, field, sampled, field.batched)
+    if step_regs:
+        outer_solver = StepRegularizerSolver(solver, field, step_regs, field.batched, rtol, atol)
         outer_term, y0, norm = diffrax.ODETerm(outer_solver.func_of_state), (x0, s0), _error_of_solution
     controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm) if adaptive else diffrax.ConstantStepSize()
     sol = diffrax.diffeqsolve(
@@ -459,7 +478,7 @@ def _solve(field: AugmentedField, sampled: tuple, x0, s0, args, t0, t1, solver, 
         throw=False,
     )
     ys = _raise_on_failure(sol, rtol, atol, max_steps)
-    if sampled:
+    if step_regs:
         (y_saved, r_saved), s_saved = ys
         ys = (y_saved, {**r_saved, **s_saved})
     per_step, _ = _evals_per_step(solver)
@@ -497,8 +516,9 @@ def solve(
       float64). Pass `rtol=None, atol=None` and a `dt0` for fixed steps.
     - `dt0`: initial step (adaptive, optional: chosen by Hairer's rule if None) or the
       fixed step.
-    - `regularizers`: `TaylorRK(order)`, `Kinetic()`, `JacobianFrobenius(key)`, … (each may
-      be told which part of a pytree state it sees, e.g. `TaylorRK(2, part=0)`).
+    - `regularizers`: `TaylorRK(order)`, `Kinetic()`, `JacobianFrobenius(key)`, and the solver
+      heuristics `ErrorEstimate()`, `Stiffness()` (Dopri5 only) … (each may be told which part
+      of a pytree state it sees, e.g. `TaylorRK(2, part=0)`).
     - `batched`: the leading axis of `y0` is a batch axis; regularisers return one value
       per example. The batch is still solved jointly (one step size for all).
     - `ts`: times at which to save the state (`Solution.ys`). `save_steps`: save at
@@ -517,12 +537,12 @@ def solve(
         regularizers=regularizers, batched=batched, ts=ts, save_steps=save_steps, adjoint=adjoint,
         max_steps=max_steps,
     )
-    exact = tuple(r for r in regularizers if not getattr(r, "sampled", False))
-    sampled = tuple(r for r in regularizers if getattr(r, "sampled", False))
+    exact = tuple(r for r in regularizers if not _is_per_step(r))
+    step_regs = tuple(r for r in regularizers if _is_per_step(r))
     field = AugmentedField(vector_field, exact, batched)
     x0 = _initial_state(y0, exact, batched)
-    _, s0 = _initial_state(y0, sampled, batched)
-    return _solve(field, sampled, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint,
+    _, s0 = _initial_state(y0, step_regs, batched)
+    return _solve(field, step_regs, x0, s0, args, t0, t1, solver, rtol, atol, dt0, ts, save_steps, dense, adjoint,
                   max_steps)
 
 

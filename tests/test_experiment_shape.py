@@ -17,11 +17,15 @@ from taynode.regularization import Regularization
     (Regularization("taylor", order=2, lam=0.5), ("R2",), "taylor_K2_lam0.5", "$R_2$, λ = 0.5", 0.5 * 2.0),
     (Regularization("rnode", lam_kin=0.1, lam_fro=1.0), ("kinetic", "frobenius"), "rnode_kin0.1_fro1",
      "RNODE, λ_kin = 0.1, λ_fro = 1", 0.1 * 3.0 + 1.0 * 4.0),
+    (Regularization("ernode", lam=0.5), ("ernode",), "ernode_lam0.5", "ERNODE, λ = 0.5", 0.5 * 5.0),
+    (Regularization("srnode", lam=2.0), ("srnode",), "srnode_lam2", "SRNODE, λ = 2", 2.0 * 1.5),
+    (Regularization("steer", steer_b=0.25), (), "steer_b0.25", "STEER, b = 0.25", 0.0),
 ])
 def test_regularization_turns_into_regularisers_penalty_name_and_label(key, reg, regs, name, label, penalty):
     assert tuple(r.name for r in reg.regularizers(key)) == regs
     assert all(r.part == 0 for r in reg.regularizers(key, part=0))
-    values = {"R2": jnp.array([1.0, 3.0]), "kinetic": jnp.array([2.0, 4.0]), "frobenius": jnp.array([4.0, 4.0])}
+    values = {"R2": jnp.array([1.0, 3.0]), "kinetic": jnp.array([2.0, 4.0]), "frobenius": jnp.array([4.0, 4.0]),
+              "ernode": jnp.array([4.0, 6.0]), "srnode": jnp.array([1.0, 2.0])}
     assert float(reg.penalty(values)) == pytest.approx(penalty)
     assert reg.name == name and reg.label == label
 
@@ -29,7 +33,13 @@ def test_regularization_turns_into_regularisers_penalty_name_and_label(key, reg,
 @pytest.mark.parametrize("kw,match", [
     ({"kind": "l2"}, "reg must be one of"),
     ({"kind": "taylor"}, "lam must be > 0 with reg='taylor'"),
-    ({"kind": "none", "lam": 0.1}, "lam only applies to reg='taylor'"),
+    ({"kind": "none", "lam": 0.1}, "lam only applies to reg in"),
+    ({"kind": "ernode"}, "lam must be > 0 with reg='ernode'"),
+    ({"kind": "srnode", "lam": -1.0}, "lam must be a number >= 0"),
+    ({"kind": "steer"}, "steer_b must be > 0 with reg='steer'"),
+    ({"kind": "steer", "steer_b": 0.5, "lam": 1.0}, "lam only applies to reg in"),
+    ({"kind": "taylor", "lam": 1.0, "steer_b": 0.5}, "steer_b only applies to reg='steer'"),
+    ({"kind": "steer", "steer_b": float("inf")}, "steer_b must be finite"),
     ({"kind": "taylor", "lam": 1.0, "lam_fro": 1.0}, "lam_kin/lam_fro only apply to reg='rnode'"),
     ({"kind": "rnode"}, "lam_kin or lam_fro must be > 0"),
     ({"kind": "taylor", "lam": 1.0, "order": 0}, "order must be an int >= 1"),

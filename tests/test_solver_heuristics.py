@@ -197,3 +197,65 @@ def test_bad_steer_half_width(key, b, t0):
         steer_end_time(key, 1.0, b, t0=t0)
     with pytest.raises(ValueError, match=r"^t1 must be a finite number, got nan"):
         steer_end_time(key, float("nan"), 0.1)
+
+
+# --- STEER as a regularisation choice: the training problem it poses, evaluation untouched ------
+
+
+def test_steer_moves_the_training_end_time_and_nothing_else(key):
+    from taynode.experiment import Problem
+    from taynode.regularization import Regularization
+
+    problem = Problem(F, Y0, P, t0=0.0, t1=1.0)
+    reg = Regularization("steer", steer_b=0.3)
+    ends = np.array([float(reg.steer(problem, k).t1) for k in jr.split(key, 2000)])
+    assert ends.min() >= 0.7 and ends.max() <= 1.3
+    assert abs(ends.mean() - 1.0) < 4 * 0.6 / np.sqrt(12 * 2000)  # U(0.7, 1.3): sd 0.6/sqrt(12)
+    assert abs(ends.std() - 0.6 / np.sqrt(12)) < 0.01
+    moved = reg.steer(problem, key)
+    assert moved.y0 is problem.y0 and moved.t0 == 0.0 and moved.ts is None
+    assert moved.t1.dtype == Y0.dtype
+    # every other kind poses the problem unchanged
+    assert Regularization("ernode", lam=1.0).steer(problem, key) is problem
+
+
+def test_steer_moves_observation_times_within_their_gaps(key):
+    from taynode.experiment import Problem
+    from taynode.regularization import Regularization
+
+    ts = jnp.array([0.0, 0.1, 0.3, 0.4, 1.0])
+    problem = Problem(F, Y0, P, t0=0.0, t1=1.0, ts=ts)
+    reg = Regularization("steer", steer_b=0.5)
+    gaps = np.diff(np.asarray(ts))
+    gaps = np.minimum(gaps, np.r_[gaps[1:], gaps[-1]])  # the smaller gap to a neighbour
+    draws = np.stack([np.asarray(reg.steer(problem, k).ts) for k in jr.split(key, 500)])
+    assert np.all(draws[:, 0] == 0.0)
+    shift = draws[:, 1:] - np.asarray(ts)[1:]
+    assert np.all(np.abs(shift) <= 0.5 * gaps + 1e-12)
+    assert np.all(np.diff(draws, axis=1) >= 0) and draws.max() <= 1.0  # ordered, clipped to t1
+    assert np.all(shift[:, :3].min(0) < -0.4 * gaps[:3]) and np.all(shift[:, :3].max(0) > 0.4 * gaps[:3])
+    # the last time's upward draws are clipped
+    assert np.all(draws[:, -1] <= 1.0) and np.mean(draws[:, -1] == 1.0) > 0.4
+    with pytest.raises(ValueError, match="steer_b must be <= 0.5 where the loss reads"):
+        Regularization("steer", steer_b=0.6).steer(problem, key)
+
+
+def test_steer_training_loss_solves_to_the_drawn_end_time_and_evaluation_to_t1(key):
+    from taynode.evaluation import evaluate
+    from taynode.experiment import solve_problem
+    from taynode.experiments import toy
+    from taynode.objective import make_loss
+
+    exp = toy.EXPERIMENT
+    steer = exp.config("smoke", reg="steer", steer_b=0.4)
+    plain = exp.config("smoke")
+    params = exp.init_params(plain, jr.PRNGKey(0))
+    data = exp.load_data(plain, progress=False)
+    batch = jax.tree_util.tree_map(lambda a: jnp.asarray(a[:8]), exp.train_arrays(plain, data))
+    loss = float(make_loss(exp, steer)(params, batch, key, 0)[0])
+    problem = steer.regularization.steer(exp.problem(steer, params, batch), key)
+    assert abs(float(problem.t1) - 1.0) > 1e-3  # this key draws an end time away from t1
+    sol = solve_problem(problem, solver=steer.solver, rtol=steer.rtol, atol=steer.atol, max_steps=steer.max_steps)
+    assert loss == pytest.approx(float(jnp.mean((sol.y1 - batch[1]) ** 2)), rel=1e-9)
+    assert loss != pytest.approx(float(make_loss(exp, plain)(params, batch, key, 0)[0]), rel=1e-6)
+    assert evaluate(exp, steer, params, data)["test_nfe"] == evaluate(exp, plain, params, data)["test_nfe"]

@@ -33,7 +33,9 @@ LEGACY = {"taylor_method": lambda values: "jet", "eval_dtype": lambda values: va
           # PhysioNet: flax's LeCun-normal dynamics and the rule that drops only impossible values
           "dyn_init": lambda values: "lecun", "implausible": lambda values: "drop",
           # FFJORD tabular: the one split; FFJORD MNIST: one Hutchinson probe shared by the test images
-          "split_seed": lambda values: 0, "test_trace": lambda values: "hutchinson"}
+          "split_seed": lambda values: 0, "test_trace": lambda values: "hutchinson",
+          # runs before STEER existed
+          "steer_b": lambda values: 0.0}
 OPTIMIZERS = ("sgd", "adam", "adamax", "adamw")
 
 
@@ -49,11 +51,13 @@ class ExperimentConfig:
     preset: str = field("cpu", f"one of {PRESET_NAMES}: the scale of the run")
     seed: int = field(0, "seed of the initialisation, the batch order and every random draw")
     # regularisation (see taynode.regularization)
-    reg: str = field("none", "none | taylor (λ·R_K) | rnode (kinetic + Frobenius)")
+    reg: str = field("none", "none | taylor (λ·R_K) | rnode (kinetic + Frobenius) | ernode (λ·error estimates) | "
+                             "srnode (λ·stiffness estimates, dopri5) | steer (random training end time)")
     order: int = field(3, "K of R_K (reg=taylor)")
-    lam: float = field(0.0, "λ of R_K (reg=taylor)")
+    lam: float = field(0.0, "λ of R_K, R_E or R_S (reg=taylor, ernode or srnode)")
     lam_kin: float = field(0.0, "RNODE kinetic weight (reg=rnode)")
     lam_fro: float = field(0.0, "RNODE Frobenius weight (reg=rnode)")
+    steer_b: float = field(0.0, "STEER half-width b of the training end time draw U(t1 - b, t1 + b) (reg=steer)")
     estimator: str = field("exact", "R_K estimator (reg=taylor): exact (an ODE state) | sampled (one point per step)")
     taylor_method: str = field("taylor", "how y^(K) is computed for R_K in training and evaluation: "
                                          "taylor (incremental Taylor mode) | jet (the paper's) | jvp (nested jvp)")

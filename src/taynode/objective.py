@@ -16,7 +16,8 @@ def make_loss(exp: Experiment, cfg):
 
     The batch (as `exp.training_batch` makes it from the step's key) poses an ODE
     (`exp.problem`), solved at the training tolerance with the regularisers of
-    `cfg.regularization` (on the part of the state the problem names); the loss is the
+    `cfg.regularization` (on the part of the state the problem names; STEER draws the end time
+    or moves the observation times, `Regularization.steer`); the loss is the
     experiment's task loss plus the weighted penalty. `aux` holds the experiment's scalars and
     `reg` (the weighted penalty) and `nfe` (of the augmented training solve).
     """
@@ -24,7 +25,7 @@ def make_loss(exp: Experiment, cfg):
 
     def loss_fn(params, batch, key, step):
         batch = exp.training_batch(cfg, batch, key)
-        problem = exp.problem(cfg, params, batch)
+        problem = reg.steer(exp.problem(cfg, params, batch), key)
         sol = solve_problem(problem, solver=cfg.solver, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps,
                             regularizers=reg.regularizers(key, part=problem.part))
         task, aux = exp.loss(cfg, params, batch, sol, key, step)

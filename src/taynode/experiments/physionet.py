@@ -147,6 +147,9 @@ class PhysioNetConfig(ExperimentConfig):
         if self.dyn_init not in DYN_INITS:
             raise ValueError(f"dyn_init must be one of {tuple(DYN_INITS)}, got {self.dyn_init!r}: use 'haiku' "
                              "(the paper's initialisation) or 'lecun'")
+        if self.reg == "steer" and self.steer_b > 0.5:
+            raise ValueError(f"steer_b must be <= 0.5 for PhysioNet, got {self.steer_b}: STEER moves each observation "
+                             "time by at most b times its gap (the authors' latent-ODE code: b = 0.5)")
         if self.implausible not in IMPLAUSIBLE_RULES:
             raise ValueError(f"implausible must be one of {IMPLAUSIBLE_RULES}, got {self.implausible!r}: use "
                              "'physiological' (survivable ranges), 'drop' (impossible values) or 'keep'")

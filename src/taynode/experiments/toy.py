@@ -104,6 +104,21 @@ SWEEPS = {
              "seed": seed, **RQ2_SETTINGS} for seed in (1, 2) for sol in RQ2_SOLVERS for k in RQ2_BEST[sol]),
 }
 
+# Chapter 08: R_K beside the regularisers that came after it. Each method at three weights; the
+# chapter chooses each method's weight at seed 0 by its stated rule and shows that choice at seeds 0,
+# 1 and 2. The toy is cheap enough to run every weight at every seed (57 runs). Out dir
+# results/toy/heuristics.
+HEURISTICS = {
+    "taylor": tuple({"reg": "taylor", "order": 3, "lam": lam} for lam in (1e-3, 1e-2, 1e-1)),
+    "sampled": tuple({"reg": "taylor", "order": 3, "lam": lam, "estimator": "sampled"} for lam in (1e-3, 1e-2, 1e-1)),
+    "rnode": tuple({"reg": "rnode", "lam_kin": lam, "lam_fro": lam} for lam in (1e-3, 1e-2, 1e-1)),
+    "ernode": tuple({"reg": "ernode", "lam": lam} for lam in (1e-2, 1e-1, 1.0)),
+    "srnode": tuple({"reg": "srnode", "lam": lam} for lam in (1e-3, 1e-2, 1e-1)),
+    "steer": tuple({"reg": "steer", "steer_b": b} for b in (0.25, 0.5, 0.75)),
+}
+SWEEPS["heuristics"] = tuple({"reg": "none", "seed": s} for s in (0, 1, 2)) + tuple(
+    {**o, "seed": s} for s in (0, 1, 2) for method in HEURISTICS.values() for o in method)
+
 
 def weight_c(cfg: dict) -> float:
     """The initial penalty weight c of an RQ2 run (0 for an unregularised one)."""

@@ -212,7 +212,10 @@ def test_samples_are_sample_major_and_test_keys_are_fixed_per_patient():
     dict(reg="none"),
     pytest.param(dict(reg="taylor", order=2, lam=1e-2), marks=pytest.mark.slow),
     pytest.param(dict(reg="rnode", lam_kin=1e-2, lam_fro=1e-2), marks=pytest.mark.slow),
-], ids=["none", "taylor", "rnode"])
+    pytest.param(dict(reg="ernode", lam=1.0), marks=pytest.mark.slow),
+    pytest.param(dict(reg="srnode", lam=0.1), marks=pytest.mark.slow),
+    pytest.param(dict(reg="steer", steer_b=0.5), marks=pytest.mark.slow),
+], ids=["none", "taylor", "rnode", "ernode", "srnode", "steer"])
 def test_a_training_step_lowers_the_loss_on_a_fixed_batch(reg):
     cfg = tiny(**reg)
     opt = make_optimizer(cfg)
@@ -226,7 +229,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(reg):
     for _ in range(4):  # each step reports the loss of the parameters it starts from
         state, metrics = step(state, batch, key, step0)
         losses.append(float(metrics["loss"]))
-    assert (float(metrics["reg"]) > 0) == (cfg.reg != "none")
+    assert (float(metrics["reg"]) > 0) == (cfg.reg not in ("none", "steer"))  # STEER adds no penalty
     assert float(metrics["beta"]) == 0.0 and float(metrics["nfe"]) > 0
     assert losses[-1] < losses[0], losses
 
@@ -241,6 +244,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(reg):
     (dict(num_samples=0), "num_samples must be an int >= 1"),
     (dict(obs_std=0.0), "obs_std must be a positive number"),
     (dict(latent_dim=2.5), "latent_dim must be an int"),
+    (dict(reg="steer", steer_b=0.6), r"steer_b must be <= 0.5 for PhysioNet, got 0.6"),
 ])
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match) as e:

@@ -44,8 +44,12 @@ FAMILY_COLORS = {
     "R2": "tab:blue",
     "R3": "tab:green",
     "RNODE": "tab:orange",
+    "R3 sampled": "tab:cyan",
+    "ERNODE": "tab:red",
+    "SRNODE": "tab:purple",
+    "STEER": "tab:brown",
 }
-FAMILY_NAMES = {"R2": "$R_2$", "R3": "$R_3$"}  # how titles and legends write a family
+FAMILY_NAMES = {"R2": "$R_2$", "R3": "$R_3$", "R3 sampled": "$R_3$ (sampled)"}  # how titles and legends write a family
 
 
 def family_color(family: str, shade: float = 1.0):

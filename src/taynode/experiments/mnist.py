@@ -100,6 +100,16 @@ RQ2 = tuple(dict(reg="none", solver=sol, **RQ2_TOL) for sol in ("bosh3", "dopri5
     dict(reg="taylor", order=k, lam=float(f"{1 / RK_UNREG[k]:.0e}"), estimator="sampled", solver=sol, **RQ2_TOL)
     for sol in ("bosh3", "dopri5") for k in (2, 3, 4)
 )
+# Chapter 08 (out dir results/<experiment>/heuristics): the regularisers that came after R_K, each at
+# three weights at seed 0 (the chapter chooses
+# one weight per method by its stated rule and repeats it at seeds 1 and 2: `--seeds 1 2` with the
+# chosen setting). The sampled R_2 at the headline's λ. STEER's b = 0.5 is Pal et al.'s MNIST setting.
+HEURISTICS = (
+    tuple(dict(reg="ernode", lam=lam) for lam in (0.1, 1.0, 10.0))
+    + tuple(dict(reg="srnode", lam=lam) for lam in (0.01, 0.1, 1.0))
+    + tuple(dict(reg="steer", steer_b=b) for b in (0.25, 0.5, 0.75))
+    + (dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),)
+)
 
 
 SWEEPS = {
@@ -108,6 +118,7 @@ SWEEPS = {
     "headline": tuple({**o, "seed": s} for s in (0, 1, 2) for o in HEADLINE),
     "rq2": tuple({**o, "seed": 0} for o in RQ2),
     "sampled": tuple({**o, "seed": 0} for o in SAMPLED),
+    "heuristics": tuple({**o, "seed": 0} for o in HEURISTICS),
 }
 
 

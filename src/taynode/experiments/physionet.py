@@ -178,10 +178,22 @@ PRESETS = {
 # at seed 0.
 HEADLINE = (dict(reg="none"), dict(reg="taylor", order=2, lam=10.0), dict(reg="rnode", lam_kin=1.0, lam_fro=1.0))
 REST = (dict(reg="taylor", order=2, lam=1.0), dict(reg="taylor", order=3, lam=1.0))
+# Chapter 08 (out dir results/<experiment>/heuristics): the regularisers that came after R_K, each at
+# three weights at seed 0 (the chapter chooses
+# one weight per method by its stated rule and repeats it at seeds 1 and 2). STEER moves the observation
+# times within half their gaps at most (b <= 0.5; the authors' latent-ODE code: b = 0.5). The sampled
+# R_2 at the headline's λ.
+HEURISTICS = (
+    tuple(dict(reg="ernode", lam=lam) for lam in (0.1, 1.0, 10.0))
+    + tuple(dict(reg="srnode", lam=lam) for lam in (0.01, 0.1, 1.0))
+    + tuple(dict(reg="steer", steer_b=b) for b in (0.1, 0.25, 0.5))
+    + (dict(reg="taylor", order=2, lam=10.0, estimator="sampled"),)
+)
 SWEEPS = {
     # the order in which the trained tier's runs are made: the headline at every seed first, then the rest
     "full": tuple({**o, "seed": s} for s in (0, 1, 2) for o in HEADLINE) + tuple({**o, "seed": 0} for o in REST),
     "headline": tuple({**o, "seed": s} for s in (0, 1, 2) for o in HEADLINE),
+    "heuristics": tuple({**o, "seed": 0} for o in HEURISTICS),
 }
 
 

@@ -82,3 +82,28 @@ def test_judge_seeds_gives_one_outcome_per_seed():
 ])
 def test_order_match(nfe_by_k, order, spread, want):
     assert order_match(nfe_by_k, order, spread) is want
+
+
+def test_choose_weights_picks_the_cheapest_weight_that_fits_at_seed_0_and_judges_it_at_every_seed():
+    import pandas as pd
+
+    from taynode.verdicts import choose_weights
+
+    crit = Criterion(0.5, "MSE", 1e-3)
+    rows = [("unregularised", 0.0, s, 100.0, 0.001) for s in (0, 1)] + [
+        ("A", 0.1, 0, 60.0, 0.0015),  # fits (+0.5e-3), 60 NFE
+        ("A", 1.0, 0, 40.0, 0.0030),  # cheaper but does not fit (+2e-3)
+        ("A", 0.01, 0, 60.0, 0.0011),  # ties 0.1 on NFE and fits: the smaller weight wins
+        ("A", 0.01, 1, 45.0, 0.0012),
+        ("B", 1.0, 0, 30.0, 0.5),  # B never fits
+    ]
+    runs = pd.DataFrame(rows, columns=["family", "weight", "seed", "nfe", "mse"])
+    chosen, judged = choose_weights(runs, crit, metric="mse")
+    assert chosen == {"A": 0.01}
+    assert list(judged["seed"]) == [0, 1] and list(judged["nfe_ratio"]) == [0.6, 0.45]
+    assert list(judged["holds"]) == [False, True]  # 0.6x > 0.5x at seed 0; 0.45x and +0.2e-3 at seed 1
+    assert judged["change"].tolist() == pytest.approx([1e-4, 2e-4])
+    with pytest.raises(ValueError, match="no unregularised run at seed 2"):
+        choose_weights(runs, crit, metric="mse", seed=2)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['acc'\]"):
+        choose_weights(runs, crit, metric="acc")

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds", "rq2_frame",
-           "best_orders", "rq2_best", "order_match", "SOLVER_STEP_NFE", "PUBLISHED", "published_frame"]
+__all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds",
+           "choose_weights", "rq2_frame", "best_orders", "rq2_best", "order_match",
+           "SOLVER_STEP_NFE", "PUBLISHED", "published_frame"]
 
 VERDICTS = ("holds", "partly", "does not", "not yet")
 
@@ -137,6 +138,45 @@ def judge_seeds(frame: pd.DataFrame, criterion: Criterion, *, nfe: str = "nfe", 
 
 #: NFE of one more step of each solver of the grid (the smallest change an NFE count can show)
 SOLVER_STEP_NFE = {"heun": 2, "bosh3": 3, "dopri5": 6, "dopri8": 12}
+
+
+def choose_weights(runs: pd.DataFrame, criterion: Criterion, *, metric: str = "metric",
+                   seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """Each method's weight by chapter 08's rule, and its runs judged at every seed.
+
+    The rule: at `seed`, among a method's weights whose `metric` is within the criterion's tolerance
+    of the unregularised run's (`Criterion.worsening` <= tolerance), the one with the fewest `nfe`;
+    on a tie, the smaller weight. A method with no such weight gets none.
+
+    **Arguments**
+    - `runs`: one row per run, columns `family` (`"unregularised"` for the reference), `weight`,
+      `seed`, `nfe` and `metric`; an unregularised run at every seed that is judged.
+    - `criterion`: the chapter's criterion (its tolerance picks, its whole test judges).
+
+    **Returns** `(chosen, judged)`: `{family: weight}`, and the chosen settings' runs at every seed
+    with an unregularised run, with columns `nfe_ratio`, `change` (`Criterion.worsening`) and `holds`.
+
+    **Raises** `ValueError` when a column is missing or `seed` has no unregularised run.
+    """
+    missing = {"family", "weight", "seed", "nfe", metric} - set(runs.columns)
+    if missing:
+        raise ValueError(f"runs lacks the column(s) {sorted(missing)}")
+    base = runs[runs["family"] == "unregularised"].set_index("seed")
+    if seed not in base.index:
+        raise ValueError(f"no unregularised run at seed {seed}: the rule compares with it")
+    at_seed = runs[(runs["seed"] == seed) & (runs["family"] != "unregularised")]
+    fits = at_seed[[criterion.worsening(v, base.loc[seed, metric]) <= criterion.tolerance for v in at_seed[metric]]]
+    chosen = {fam: float(g.sort_values(["nfe", "weight"]).iloc[0]["weight"])
+              for fam, g in fits.groupby("family", sort=False)}
+    is_chosen = np.array([chosen.get(f) == w for f, w in zip(runs["family"], runs["weight"])], dtype=bool)
+    picked = runs[is_chosen & runs["seed"].isin(base.index).to_numpy()]
+    judged = picked.assign(
+        nfe_ratio=[r["nfe"] / base.loc[r["seed"], "nfe"] for _, r in picked.iterrows()],
+        change=[criterion.worsening(r[metric], base.loc[r["seed"], metric]) for _, r in picked.iterrows()],
+        holds=[criterion.holds(r["nfe"], base.loc[r["seed"], "nfe"], r[metric], base.loc[r["seed"], metric])
+               for _, r in picked.iterrows()],
+    )
+    return chosen, judged
 
 
 def rq2_frame(records) -> pd.DataFrame:

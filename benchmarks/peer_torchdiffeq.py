@@ -3,7 +3,9 @@
 The step is the paper's MNIST model (`taynode.experiments.mnist`): z(0) = pixels/255 of a batch
 of training images, dynamics sigmoid → concat t → Dense(100) → sigmoid → concat t → Dense(784) on
 t ∈ [0, 1] (the batch solved as one system), head sigmoid → Dense(10), softmax cross-entropy,
-one Adam update (lr 1e-3). Both frameworks run it in float64 with Dopri5 at rtol = atol = 1.4e-8
+one Adam update (lr 1e-3). Both frameworks run it with Dopri5 in float64 at rtol = atol = 1.4e-8
+(`--dtype float64`, the default) or in float32 at 1e-5 (`--dtype float32`, the training solves
+of the trained tier)
 from the same parameters (those of a committed run record, so the dynamics are a trained
 model's) on the same batch:
 
@@ -27,7 +29,7 @@ framework, the ratio taynode ÷ torch from the same run, the forward NFE of each
 count; torchdiffeq's counted in the dynamics' forward) and the time per NFE. Prints a table and
 writes results/bench/peer_torchdiffeq.json. Needs the `bench` extra (`pip install -e .[bench]`).
 
-    python benchmarks/peer_torchdiffeq.py [--rounds 5] [--calls 5] [--threads N ...] [--no-adjoint]
+    python benchmarks/peer_torchdiffeq.py [--rounds 5] [--calls 5] [--threads N ...] [--no-adjoint] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from taynode.train import epoch_order  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECORD = ROOT / "results" / "mnist" / "short" / "mnist_cpu_none_seed0.json"
 LR = 1e-3
+FLOAT32_TOL = 1e-5  # the training tolerance of the trained tier (float32 cannot honour 1.4e-8)
 
 
 def _positive_int(text):
@@ -86,12 +89,12 @@ def _import_torch():
     return torch, torchdiffeq
 
 
-def _dense(p):
-    """(kernel (in, out), bias) of a flax Dense as float64 numpy arrays."""
-    return np.array(p["kernel"], np.float64), np.array(p["bias"], np.float64)
+def _dense(p, dtype=np.float64):
+    """(kernel (in, out), bias) of a flax Dense as numpy arrays of `dtype`."""
+    return np.array(p["kernel"], dtype), np.array(p["bias"], dtype)
 
 
-def build_torch(torch, torchdiffeq, params, rtol, atol):
+def build_torch(torch, torchdiffeq, params, rtol, atol, dtype="float64"):
     """The torch ODE-Net with the flax parameters copied in; returns (net, dynamics)."""
     nn = torch.nn
 
@@ -115,20 +118,20 @@ def build_torch(torch, torchdiffeq, params, rtol, atol):
             super().__init__()
             self.dyn = Dynamics(dim, hidden)
             self.head = nn.Linear(dim, classes)
-            self.register_buffer("t", torch.tensor([0.0, 1.0], dtype=torch.float64))
+            self.register_buffer("t", torch.tensor([0.0, 1.0], dtype=getattr(torch, dtype)))
 
         def forward(self, x, adjoint=False):
             solve = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
             z1 = solve(self.dyn, x, self.t, method="dopri5", rtol=rtol, atol=atol)[-1]
             return z1, self.head(torch.sigmoid(z1))
 
-    k1, b1 = _dense(params["dyn"]["params"]["ConcatDense_0"]["Dense_0"])
-    k2, b2 = _dense(params["dyn"]["params"]["ConcatDense_1"]["Dense_0"])
-    kh, bh = _dense(params["head"]["params"]["Dense_0"])
+    k1, b1 = _dense(params["dyn"]["params"]["ConcatDense_0"]["Dense_0"], dtype)
+    k2, b2 = _dense(params["dyn"]["params"]["ConcatDense_1"]["Dense_0"], dtype)
+    kh, bh = _dense(params["head"]["params"]["Dense_0"], dtype)
     dim, hidden, classes = k2.shape[1], k1.shape[1], kh.shape[1]
     if k1.shape[0] != dim + 1 or k2.shape[0] != hidden + 1 or kh.shape[0] != dim:
         raise ValueError(f"parameters are not those of the MNIST ODE-Net: kernels {k1.shape}, {k2.shape}, {kh.shape}")
-    net = ODENet(dim, hidden, classes).to(torch.float64)
+    net = ODENet(dim, hidden, classes).to(getattr(torch, dtype))
     with torch.no_grad():
         for layer, (k, b) in ((net.dyn.fc1, (k1, b1)), (net.dyn.fc2, (k2, b2)), (net.head, (kh, bh))):
             layer.weight.copy_(torch.from_numpy(k.T.copy()))  # flax kernel (in, out) → torch weight (out, in)
@@ -201,8 +204,14 @@ def main(argv=None):
                     help="torch intra-op thread counts, one torch row each (default: the cores this process may "
                     "use, and 1)")
     ap.add_argument("--no-adjoint", action="store_true", help="leave out the torchdiffeq odeint_adjoint rows")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "peer_torchdiffeq.json"))
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="float64 at rtol = atol = 1.4e-8 (the paper's) or float32 at 1e-5 (the trained tier's "
+                    "training)")
+    ap.add_argument("--out", default=None, help="record path (default results/bench/peer_torchdiffeq.json, or "
+                    "peer_torchdiffeq_float32.json for --dtype float32)")
     a = ap.parse_args(argv)
+    a.out = a.out or str(ROOT / "results" / "bench" / ("peer_torchdiffeq.json" if a.dtype == "float64"
+                                                        else "peer_torchdiffeq_float32.json"))
     threads = list(dict.fromkeys(a.threads))
     torch, torchdiffeq = _import_torch()
 
@@ -212,9 +221,10 @@ def main(argv=None):
         base_cfg, params, _ = load_run(exp, record)
     except ValueError as e:
         ap.error(str(e))
-    cfg = exp.config(base_cfg.preset, reg="none", seed=0, solver="dopri5", rtol=PAPER_TOL, atol=PAPER_TOL,
-                     dtype="float64", optimizer="adam", lr=LR)
-    params = jtu.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
+    tol = PAPER_TOL if a.dtype == "float64" else FLOAT32_TOL
+    cfg = exp.config(base_cfg.preset, reg="none", seed=0, solver="dopri5", rtol=tol, atol=tol, dtype=a.dtype,
+                     eval_dtype="float64", optimizer="adam", lr=LR, lr_values=(), lr_boundaries=())
+    params = jtu.tree_map(lambda x: jnp.asarray(x, a.dtype), params)
     data = exp.load_data(cfg, progress=False)
     arrays = exp.train_arrays(cfg, data)
     idx = epoch_order(cfg.train_size, 0, 0)[: cfg.batch_size]
@@ -240,9 +250,9 @@ def main(argv=None):
     tay_new_params = jax.device_get(new_state["params"])
 
     # torchdiffeq: the same network, parameters, batch and optimiser
-    net, dyn = build_torch(torch, torchdiffeq, params, cfg.rtol, cfg.atol)
+    net, dyn = build_torch(torch, torchdiffeq, params, cfg.rtol, cfg.atol, cfg.dtype)
     start = [p.detach().clone() for p in net.parameters()]
-    x_t, y_t = torch.from_numpy(x_np.astype(np.float64)), torch.from_numpy(y_np.astype(np.int64))
+    x_t, y_t = torch.from_numpy(x_np.astype(a.dtype)), torch.from_numpy(y_np.astype(np.int64))
 
     def torch_reset(n_threads):
         torch.set_num_threads(n_threads)
@@ -333,7 +343,7 @@ def main(argv=None):
     for r in rows:
         r["taynode_over_this"] = tay["median_step_s"] / r["median_step_s"]
 
-    print(f"\nMNIST ODE-Net training step, batch {cfg.batch_size}, float64, dopri5 at rtol=atol={cfg.rtol:g}, "
+    print(f"\nMNIST ODE-Net training step, batch {cfg.batch_size}, {cfg.dtype}, dopri5 at rtol=atol={cfg.rtol:g}, "
           f"parameters of {record.name}; {a.rounds} rounds x {a.calls} calls; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY')}; load {load_before[0]:.2f} -> {load_after[0]:.2f}")
     if other_cores is not None:

@@ -271,3 +271,34 @@ def test_max_steps_error_names_tolerances():
     with pytest.raises(Exception, match=r"max_steps=5.*rtol=1e-08, atol=1e-08"):
         sol = solve(oscillator, jnp.array([1.0, 0.0]), t1=3.0, rtol=1e-8, atol=1e-8, max_steps=5)
         jax.block_until_ready(sol.y1)
+
+
+def test_recursive_checkpoints_follow_the_memory_rule_and_leave_the_gradient_alone():
+    """The checkpoint count changes what the backward pass stores, never the gradient: a solve with
+    more steps than checkpoints (recomputing between them) gives the one with every step stored."""
+    import diffrax
+
+    from taynode.solve import CHECKPOINT_BYTES, MAX_CHECKPOINTS, recursive_checkpoints
+
+    assert recursive_checkpoints(jnp.zeros((100, 784)), 4096) == CHECKPOINT_BYTES // (3 * 100 * 784 * 8) == 17
+    assert recursive_checkpoints(jnp.zeros((100, 784), jnp.float32), 4096) == 35
+    assert recursive_checkpoints(jnp.zeros(3), 4096) == MAX_CHECKPOINTS
+    assert recursive_checkpoints(jnp.zeros(3), 10) == 10
+    assert recursive_checkpoints(jnp.zeros((10**5, 10**3)), 4096) == 1
+
+    f = mlp_field("tanh")
+    p = mlp_params(jr.PRNGKey(4), 2, scale=3.0)
+    y0 = jnp.array([0.3, -0.8])
+
+    def grad(adjoint):
+        def loss(p):
+            sol = solve(f, y0, p, rtol=1e-10, atol=1e-10, regularizers=[TaylorRK(2)], adjoint=adjoint)
+            return sol.reg["R2"] + jnp.sum(sol.y1**2)
+
+        return jax.grad(loss)(p), solve(f, y0, p, rtol=1e-10, atol=1e-10, regularizers=[TaylorRK(2)])
+
+    stored, sol = grad("recursive")
+    assert int(sol.num_steps) > 3  # more steps than the three checkpoints below
+    recomputed, _ = grad(diffrax.RecursiveCheckpointAdjoint(checkpoints=3))
+    for a, b in zip(jax.tree_util.tree_leaves(stored), jax.tree_util.tree_leaves(recomputed)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -321,10 +321,8 @@ def _check_arguments(vector_field, y0, args, *, t0, t1, solver, rtol, atol, dt0,
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and not t1 > t0:
         raise ValueError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
-    if isinstance(adjoint, str):
-        if adjoint not in ADJOINTS:
-            raise ValueError(f"adjoint must be one of {sorted(ADJOINTS)} or a diffrax adjoint, got {adjoint!r}")
-        adjoint = ADJOINTS[adjoint]()
+    if isinstance(adjoint, str) and adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint must be one of {sorted(ADJOINTS)} or a diffrax adjoint, got {adjoint!r}")
     if ts is not None and save_steps:
         raise ValueError("pass at most one of ts and save_steps")
 
@@ -347,7 +345,32 @@ def _check_arguments(vector_field, y0, args, *, t0, t1, solver, rtol, atol, dt0,
             "vector_field(t, y, args) must return a pytree shaped like y0; got "
             f"{jtu.tree_map(jnp.shape, f0)} for y0 of {jtu.tree_map(jnp.shape, y0)}"
         )
+    if isinstance(adjoint, str) and adjoint == "recursive":
+        adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=recursive_checkpoints(y0, max_steps))
+    elif isinstance(adjoint, str):
+        adjoint = ADJOINTS[adjoint]()
     return solver, rtol, atol, regularizers, adjoint, y0
+
+
+#: memory the checkpoints of a `"recursive"` solve may take, and at most how many it keeps
+CHECKPOINT_BYTES = 32 * 2**20
+MAX_CHECKPOINTS = 64
+
+
+def recursive_checkpoints(y0, max_steps: int) -> int:
+    """How many steps a `"recursive"` (discretise-then-optimise) solve checkpoints for its backward pass.
+
+    diffrax's default is about sqrt(2 · max_steps) checkpoints (90 for max_steps = 4096), and every
+    step of the forward loop carries that whole buffer: on a CPU, for the MNIST state, moving it
+    costs more than the steps themselves. A solve of a few dozen steps needs far fewer: here as
+    many as `CHECKPOINT_BYTES` holds (a checkpoint counted as three copies of y: the state, the
+    solver's first-same-as-last evaluation and the rest of the loop's carry), at most
+    `MAX_CHECKPOINTS` (under `vmap` the buffer is also multiplied by the batch, which y0 does not
+    show) and at most `max_steps`. A solve with more steps than checkpoints recomputes the steps
+    between them in the backward pass; the gradient is the same either way.
+    """
+    per_step = 3 * sum(x.size * x.dtype.itemsize for x in jtu.tree_leaves(y0))
+    return int(max(1, min(max_steps, MAX_CHECKPOINTS, CHECKPOINT_BYTES // max(per_step, 1))))
 
 
 def _initial_state(y0, regularizers, batched):
@@ -523,8 +546,9 @@ def solve(
       per example. The batch is still solved jointly (one step size for all).
     - `ts`: times at which to save the state (`Solution.ys`). `save_steps`: save at
       every step instead (see `Solution.raw.ts`). `dense`: keep a dense interpolant.
-    - `adjoint`: `"recursive"` (discretise-then-optimise), `"backsolve"` (continuous
-      adjoint), `"direct"`, or a diffrax adjoint.
+    - `adjoint`: `"recursive"` (discretise-then-optimise, with the checkpoints of
+      `recursive_checkpoints`), `"backsolve"` (continuous adjoint), `"direct"`, or a diffrax
+      adjoint (e.g. `diffrax.RecursiveCheckpointAdjoint(checkpoints=n)`).
     - `max_steps`: maximum number of attempted steps.
 
     **Returns** a `Solution` (`y1`, `ys`, `reg`, `nfe`, …).

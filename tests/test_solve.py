@@ -280,9 +280,8 @@ def test_recursive_checkpoints_follow_the_memory_rule_and_leave_the_gradient_alo
 
     from taynode.solve import CHECKPOINT_BYTES, MAX_CHECKPOINTS, recursive_checkpoints
 
-    assert recursive_checkpoints(jnp.zeros((100, 784)), 4096) == CHECKPOINT_BYTES // (3 * 100 * 784 * 8) == 17
-    assert recursive_checkpoints(jnp.zeros((100, 784), jnp.float32), 4096) == 35
-    assert recursive_checkpoints(jnp.zeros(3), 4096) == MAX_CHECKPOINTS
+    assert recursive_checkpoints(jnp.zeros((100, 784)), 4096) == MAX_CHECKPOINTS == 16
+    assert recursive_checkpoints(jnp.zeros((400, 784)), 4096) == CHECKPOINT_BYTES // (3 * 400 * 784 * 8) == 4
     assert recursive_checkpoints(jnp.zeros(3), 10) == 10
     assert recursive_checkpoints(jnp.zeros((10**5, 10**3)), 4096) == 1
 

@@ -23,8 +23,8 @@ def test_cli_errors_are_one_line(capsys):
         assert err == ("taynode: error: no/such/run.json does not exist: pass a run record (.json) "
                        "or a checkpoint directory")
     assert main(["sweep", "toy", "--runs", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == ("taynode: error: runs must be one of ['full', 'rq2', 'rq2_seeds'] "
-                                               "for toy, got 'nope'")
+    assert capsys.readouterr().err.strip() == ("taynode: error: runs must be one of ['full', 'heuristics', 'rq2', "
+                                               "'rq2_seeds'] for toy, got 'nope'")
 
 
 def test_cli_unknown_command_exits():

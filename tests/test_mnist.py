@@ -75,7 +75,7 @@ def test_one_step_lowers_loss_on_fixed_batch(reg, kw):
         ({"solver": "rk45"}, "solver must be one of"),
         ({"reg": "l2"}, "reg must be one of"),
         ({"reg": "taylor"}, "lam must be > 0 with reg='taylor'"),
-        ({"lam": 0.1}, "lam only applies to reg='taylor'"),
+        ({"lam": 0.1}, r"lam only applies to reg in \('taylor', 'ernode', 'srnode'\)"),
         ({"reg": "rnode", "lam_kin": -2.0}, "lam_kin must be a number >= 0"),
         ({"rtol": 0.0}, "rtol must be a positive number"),
         ({"batch_size": 0}, "batch_size must be an int >= 1"),

@@ -278,7 +278,7 @@ def test_presets_and_sweep():
 
 def test_sweeps_headline_first_then_the_rest():
     headline, full = EXP.sweeps["headline"], EXP.sweeps["full"]
-    assert set(EXP.sweeps) == {"headline", "full"}
+    assert set(EXP.sweeps) == {"headline", "full", "heuristics"}
     assert full[: len(headline)] == headline and len(headline) == 9
     runs = {(c["reg"], c.get("order"), c.get("lam"), c.get("lam_kin"), c.get("lam_fro")) for c in headline}
     assert runs == {("none", None, None, None, None), ("taylor", 2, 10.0, None, None), ("rnode", None, None, 1.0, 1.0)}
@@ -287,6 +287,10 @@ def test_sweeps_headline_first_then_the_rest():
     assert [(c["reg"], c["order"], c["lam"], c["seed"]) for c in rest] == [("taylor", 2, 1.0, 0), ("taylor", 3, 1.0, 0)]
     names = [EXP.run_name(EXP.config("cpu", **c)) for c in full]
     assert len(set(names)) == len(names)
+    # chapter 8: three weights of ERNODE, SRNODE and STEER and the sampled R_2, seed 0, none of them a headline run
+    heur = [EXP.run_name(EXP.config("cpu", **c)) for c in EXP.sweeps["heuristics"]]
+    assert len(set(heur)) == len(heur) == 10 and not set(heur) & set(names)
+    assert {c["reg"] for c in EXP.sweeps["heuristics"]} == {"ernode", "srnode", "steer", "taylor"}
 
 
 def test_data_loaded_with_another_rule_is_refused():

@@ -15,12 +15,25 @@ and the step's f units per NFE. A sampled R_K takes the unregularised solve's st
 out of the step-size control), so its step time over the unregularised one is its overhead at the
 same NFE. Calls are interleaved over the methods, each compiled first; medians of `--repeats`.
 
-    python benchmarks/step_cost.py [--experiment mnist] [--record results/mnist/short/mnist_cpu_none_seed0.json]
+**Where a sampled R_K's overhead goes.** Two more variants take apart the sampled step:
+`sampled, no integrand` runs the same wrapper (the draw of the point, the dense interpolant at
+it, the per-step sum carried beside the state) with an integrand that reads y(t*) but evaluates
+nothing (0·mean y(t*)², so that nothing is pruned), and `R1 sampled` adds the one evaluation of
+f at the point. Beside them, `point_s[K]` times the value and gradient (with respect to the
+parameters) of the integrand mean (d^K y/dt^K)² at one point: the work a sampled R_K adds per
+attempted step. `bound` is the unregularised step plus that work once per attempted step of its
+solve (Dopri5: (NFE − 2) / 6): the step ratio a wrapper costing nothing else would reach.
+
+`--dtype float64` (default) solves at the paper's 1.4e-8, `--dtype float32` at 1e-5 (the
+training setting of the trained presets), both from the same parameters.
+
+    python benchmarks/step_cost.py [--experiment mnist] [--record RECORD.json] [--dtype float32]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -39,7 +52,10 @@ from taynode.experiments import REGISTRY  # noqa: E402
 from taynode.objective import make_loss, make_train_step  # noqa: E402
 from taynode.optim import make_optimizer  # noqa: E402
 from taynode.records import provenance, save_record  # noqa: E402
+from taynode.regularization import Regularization  # noqa: E402
+from taynode.regularizers import TaylorRK, per_example_mean_square  # noqa: E402
 from taynode.runner import load_run  # noqa: E402
+from taynode.taylor import derivatives_from  # noqa: E402
 from taynode.train import epoch_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +67,44 @@ METHODS = {
     "R3 exact": dict(reg="taylor", order=3, lam=1.0),
     "R3 sampled": dict(reg="taylor", order=3, lam=1.0, estimator="sampled"),
     "RNODE": dict(reg="rnode", lam_kin=1.0, lam_fro=1.0),
+    "sampled, no integrand": dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),
+    "R1 sampled": dict(reg="taylor", order=1, lam=1.0, estimator="sampled"),
 }
+PAPER_TOL, FLOAT32_TOL = 1.4e-8, 1e-5
+
+
+class _NoIntegrand(TaylorRK):
+    """The sampled wrapper's machinery alone: reads y(t*), evaluates nothing (0 · mean y(t*)²)."""
+
+    def integrand(self, t, y, args, vector_field, dy, batched: bool):
+        return 0 * per_example_mean_square(y, batched)
+
+
+class _NoIntegrandRegularization(Regularization):
+    def regularizers(self, key, part=None) -> tuple:
+        return (_NoIntegrand(self.order, method=self.method, part=part, estimator="sampled", key=key),)
+
+
+def _regularization(name, cfg):
+    if name != "sampled, no integrand":
+        return None
+    r = cfg.regularization
+    return _NoIntegrandRegularization(r.kind, r.order, r.lam, r.lam_kin, r.lam_fro, r.estimator, r.method, r.steer_b)
+
+
+def point_cost(exp, cfg, params, batch, key, order):
+    """The jitted value and gradient (parameters) of mean (d^K y/dt^K)² at (t0, y0) of the batch's problem."""
+
+    def value(p):
+        problem = exp.problem(cfg, p, exp.training_batch(cfg, batch, key))
+        t0, y0 = problem.t0, problem.y0
+        dy = problem.field(t0, y0, problem.args)
+        dk = derivatives_from(problem.field, t0, y0, problem.args, order, dy, method=cfg.taylor_method)[-1]
+        return jnp.mean(per_example_mean_square(dk, True))
+
+    vg = jax.jit(jax.value_and_grad(value))
+    jax.block_until_ready(vg(params))
+    return lambda: vg(params)
 
 
 def _median(f, repeats):
@@ -63,12 +116,12 @@ def _median(f, repeats):
     return statistics.median(times)
 
 
-def build(exp, cfg, params, batch, key):
+def build(exp, cfg, params, batch, key, regularization=None):
     """The three timed calls of one configuration, compiled; returns (calls, nfe, compile_s)."""
     opt = make_optimizer(cfg)
     state = {"params": params, "opt_state": opt.init(params)}
-    step = make_train_step(exp, cfg, opt)
-    loss = jax.jit(make_loss(exp, cfg))
+    step = make_train_step(exp, cfg, opt, regularization)
+    loss = jax.jit(make_loss(exp, cfg, regularization))
     problem = exp.problem(cfg, params, exp.training_batch(cfg, batch, key))
     field = jax.jit(lambda y: problem.field(problem.t0, y, problem.args))
     i = jnp.asarray(0, jnp.int32)
@@ -94,11 +147,18 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --repeats calls each")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="float64 at the paper's 1.4e-8 (default) or float32 at 1e-5")
+    ap.add_argument("--orders", type=int, nargs="+", default=[1, 2, 3], help="K of the point costs")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     exp = REGISTRY[a.experiment]
     record = Path(a.record or ROOT / "results" / a.experiment / f"{a.experiment}_cpu_none_seed0.json")
     base_cfg, params, _ = load_run(exp, record)
+    tol = PAPER_TOL if a.dtype == "float64" else FLOAT32_TOL
+    base_cfg = dataclasses.replace(base_cfg, reg="none", estimator="exact", rtol=tol, atol=tol, dtype=a.dtype,
+                                   eval_dtype="float64", seed=0)
+    params = jtu.tree_map(lambda x: jnp.asarray(x, a.dtype), params)
     data = exp.load_data(base_cfg, progress=False)
     arrays = exp.train_arrays(base_cfg, data)
     idx = epoch_order(base_cfg.train_size, 0, 0)[: base_cfg.batch_size]
@@ -107,20 +167,26 @@ def main(argv=None):
 
     built = {}
     for name in a.methods:
-        cfg = exp.config(base_cfg.preset, **{**METHODS[name], "seed": 0})
-        built[name] = build(exp, cfg, params, batch, key)
+        cfg = dataclasses.replace(base_cfg, **METHODS[name])
+        built[name] = build(exp, cfg, params, batch, key, _regularization(name, cfg))
         print(f"compiled {name:<11} NFE {built[name][1]:5.0f}  first step {built[name][2]:6.1f} s", flush=True)
 
+    points = {k: point_cost(exp, base_cfg, params, batch, key, k) for k in a.orders}
     samples = {name: {k: [] for k in ("f_s", "forward_s", "step_s")} for name in a.methods}
+    point_samples = {k: [] for k in a.orders}
     load_before = os.getloadavg()[0]
     for _ in range(a.rounds):
         for name in a.methods:
             for k, call in built[name][0].items():
                 samples[name][k].append(_median(call, a.repeats))
+        for k, call in points.items():
+            point_samples[k].append(_median(call, a.repeats))
+    # one unit for every method: the field is the same computation in each
+    unit = statistics.median(x for name in a.methods for x in samples[name]["f_s"])
+    point_s = {k: statistics.median(v) for k, v in point_samples.items()}
     rows = []
     for name in a.methods:
         med = {k: statistics.median(v) for k, v in samples[name].items()}
-        unit = med["f_s"]
         nfe = built[name][1]
         rows.append({
             "method": name, **METHODS[name], "nfe": nfe, "compile_and_first_step_s": built[name][2], **med,
@@ -128,25 +194,38 @@ def main(argv=None):
             "step_f_units_per_nfe": med["step_s"] / unit / nfe, "rounds": samples[name],
         })
     base = next((r for r in rows if r["method"] == "none"), None)
-    print(f"\n{exp.name}, cpu configuration, batch {base_cfg.batch_size}, {base_cfg.solver} at "
-          f"rtol=atol={base_cfg.rtol:g}, parameters of {record.name}; load {load_before:.1f}")
-    print(f"{'method':<11} {'NFE':>5} {'f (ms)':>8} {'forward (s)':>12} {'step (s)':>9} {'fwd f-units':>12} "
-          f"{'step f-units':>13} {'per NFE':>8} {'step ÷ none':>12}")
+    print(f"\n{exp.name}, batch {base_cfg.batch_size}, {base_cfg.solver} at rtol=atol={base_cfg.rtol:g} in "
+          f"{base_cfg.dtype}, parameters of {record.name}; load {load_before:.1f}; f {1e3 * unit:.3f} ms")
+    print(f"{'method':<22} {'NFE':>5} {'forward (s)':>12} {'step (s)':>9} {'fwd f-units':>12} "
+          f"{'step f-units':>13} {'per NFE':>8} {'step ÷ none':>12} {'bound':>6}")
+    steps = (base["nfe"] - 2) / 6 if base else float("nan")  # attempted Dopri5 steps (FSAL: 6 new f each)
     for r in rows:
         ratio = r["step_s"] / base["step_s"] if base else float("nan")
         r["step_over_none"] = ratio
-        print(f"{r['method']:<11} {r['nfe']:5.0f} {1e3 * r['f_s']:8.3f} {r['forward_s']:12.4f} {r['step_s']:9.4f} "
+        k = r.get("order") if r.get("estimator") == "sampled" and r["method"] != "sampled, no integrand" else None
+        r["bound"] = (base["step_s"] + steps * point_s[k]) / base["step_s"] if base and k in point_s else None
+        bound = f"{r['bound']:6.2f}" if r["bound"] is not None else ""
+        print(f"{r['method']:<22} {r['nfe']:5.0f} {r['forward_s']:12.4f} {r['step_s']:9.4f} "
               f"{r['forward_f_units']:12.1f} {r['step_f_units']:13.1f} {r['step_f_units_per_nfe']:8.2f} "
-              f"{ratio:12.2f}")
-    out = Path(a.out or ROOT / "results" / "bench" / f"step_cost_{exp.name}.json")
+              f"{ratio:12.2f} {bound}")
+    print("value and gradient of mean (d^K y/dt^K)^2 at one point: "
+          + ", ".join(f"K={k} {1e3 * v:.2f} ms ({v / unit:.1f} f units)" for k, v in point_s.items())
+          + f"; {steps:.1f} attempted steps per unregularised solve")
+    suffix = "" if a.dtype == "float64" else f"_{a.dtype}"
+    out = Path(a.out or ROOT / "results" / "bench" / f"step_cost_{exp.name}{suffix}.json")
     save_record(out, {
         **provenance(), "benchmark": "step_cost", "experiment": exp.name, "params_of": record.name,
         "config": {"preset": base_cfg.preset, "batch_size": base_cfg.batch_size, "solver": base_cfg.solver,
-                   "rtol": base_cfg.rtol, "atol": base_cfg.atol, "dtype": base_cfg.dtype},
+                   "rtol": base_cfg.rtol, "atol": base_cfg.atol, "dtype": base_cfg.dtype,
+                   "optimizer": base_cfg.optimizer, "taylor_method": base_cfg.taylor_method},
         "protocol": f"each call compiled first; {a.rounds} interleaved rounds over the methods, each the median "
                     f"of {a.repeats} calls (block_until_ready); the value is the median of the rounds",
-        "unit": "f_s: one forward evaluation of the field on the batch at t0", "load_before": load_before,
-        "load_after": os.getloadavg()[0], "rows": rows,
+        "unit": "one forward evaluation of the field on the batch at t0: the median of every method's f_s",
+        "f_unit_s": unit, "attempted_steps": steps,
+        "point_s": {str(k): v for k, v in point_s.items()},
+        "point_rounds": {str(k): v for k, v in point_samples.items()},
+        "bound": "the unregularised step plus point_s[K] per attempted step, over the unregularised step",
+        "load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows,
     })
     print(f"written: {out}")
     return 0

@@ -11,7 +11,7 @@ from .experiment import Experiment, solve_problem
 __all__ = ["make_loss", "make_train_step"]
 
 
-def make_loss(exp: Experiment, cfg):
+def make_loss(exp: Experiment, cfg, regularization=None):
     """`loss_fn(params, batch, key, step) -> (loss, aux)`.
 
     The batch (as `exp.training_batch` makes it from the step's key) poses an ODE
@@ -19,9 +19,11 @@ def make_loss(exp: Experiment, cfg):
     `cfg.regularization` (on the part of the state the problem names; STEER draws the end time
     or moves the observation times, `Regularization.steer`); the loss is the
     experiment's task loss plus the weighted penalty. `aux` holds the experiment's scalars and
-    `reg` (the weighted penalty) and `nfe` (of the augmented training solve).
+    `reg` (the weighted penalty) and `nfe` (of the augmented training solve). `regularization`
+    replaces `cfg.regularization` (an object with its `regularizers`, `steer` and `penalty`; the
+    benchmarks use it to time variants of a regulariser).
     """
-    reg = cfg.regularization
+    reg = cfg.regularization if regularization is None else regularization
 
     def loss_fn(params, batch, key, step):
         batch = exp.training_batch(cfg, batch, key)
@@ -35,9 +37,10 @@ def make_loss(exp: Experiment, cfg):
     return loss_fn
 
 
-def make_train_step(exp: Experiment, cfg, opt: optax.GradientTransformation):
-    """The jitted `step(state, batch, key, step) -> (state, metrics)` with `state = {params, opt_state}`."""
-    loss_fn = make_loss(exp, cfg)
+def make_train_step(exp: Experiment, cfg, opt: optax.GradientTransformation, regularization=None):
+    """The jitted `step(state, batch, key, step) -> (state, metrics)` with `state = {params, opt_state}`
+    (`regularization`: as `make_loss`'s)."""
+    loss_fn = make_loss(exp, cfg, regularization)
 
     @jax.jit
     def train_step(state, batch, key, step):

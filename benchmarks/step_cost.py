@@ -20,9 +20,11 @@ same NFE. Calls are interleaved over the methods, each compiled first; medians o
 it, the per-step sum carried beside the state) with an integrand that reads y(t*) but evaluates
 nothing (0·mean y(t*)², so that nothing is pruned), and `R1 sampled` adds the one evaluation of
 f at the point. Beside them, `point_s[K]` times the value and gradient (with respect to the
-parameters) of the integrand mean (d^K y/dt^K)² at one point: the work a sampled R_K adds per
-attempted step. `bound` is the unregularised step plus that work once per attempted step of its
-solve (Dopri5: (NFE − 2) / 6): the step ratio a wrapper costing nothing else would reach.
+field's parameters and the state) of the integrand mean (d^K y/dt^K)² at one point, and its
+forward pass alone: a sampled R_K adds per attempted step one forward pass, and in the backward
+pass (which recomputes every step from its checkpoint) another forward pass and the gradient.
+`bound` is the unregularised step plus that work once per attempted step of its solve (Dopri5:
+(NFE − 2) / 6), over the unregularised step: the ratio a wrapper costing nothing else would reach.
 
 `--dtype float64` (default) solves at the paper's 1.4e-8, `--dtype float32` at 1e-5 (the
 training setting of the trained presets), both from the same parameters.
@@ -93,18 +95,21 @@ def _regularization(name, cfg):
 
 
 def point_cost(exp, cfg, params, batch, key, order):
-    """The jitted value and gradient (parameters) of mean (d^K y/dt^K)² at (t0, y0) of the batch's problem."""
+    """Jitted calls at (t0, y0) of the batch's problem: the integrand mean (d^K y/dt^K)² (`fwd`), and its
+    value and gradient with respect to the field's parameters (the problem's args) and y0 (`vg`)."""
+    problem = exp.problem(cfg, params, exp.training_batch(cfg, batch, key))
 
-    def value(p):
-        problem = exp.problem(cfg, p, exp.training_batch(cfg, batch, key))
-        t0, y0 = problem.t0, problem.y0
-        dy = problem.field(t0, y0, problem.args)
-        dk = derivatives_from(problem.field, t0, y0, problem.args, order, dy, method=cfg.taylor_method)[-1]
+    def value(args, y0):
+        dy = problem.field(problem.t0, y0, args)
+        dk = derivatives_from(problem.field, problem.t0, y0, args, order, dy, method=cfg.taylor_method)[-1]
         return jnp.mean(per_example_mean_square(dk, True))
 
-    vg = jax.jit(jax.value_and_grad(value))
-    jax.block_until_ready(vg(params))
-    return lambda: vg(params)
+    fwd = jax.jit(value)
+    vg = jax.jit(jax.value_and_grad(value, argnums=(0, 1)))
+    calls = {"fwd": lambda: fwd(problem.args, problem.y0), "vg": lambda: vg(problem.args, problem.y0)}
+    for call in calls.values():
+        jax.block_until_ready(call())
+    return calls
 
 
 def _median(f, repeats):
@@ -173,17 +178,21 @@ def main(argv=None):
 
     points = {k: point_cost(exp, base_cfg, params, batch, key, k) for k in a.orders}
     samples = {name: {k: [] for k in ("f_s", "forward_s", "step_s")} for name in a.methods}
-    point_samples = {k: [] for k in a.orders}
+    point_samples = {k: {"fwd": [], "vg": []} for k in a.orders}
     load_before = os.getloadavg()[0]
     for _ in range(a.rounds):
         for name in a.methods:
             for k, call in built[name][0].items():
                 samples[name][k].append(_median(call, a.repeats))
-        for k, call in points.items():
-            point_samples[k].append(_median(call, a.repeats))
+        for k, calls in points.items():
+            for part, call in calls.items():
+                point_samples[k][part].append(_median(call, a.repeats))
     # one unit for every method: the field is the same computation in each
     unit = statistics.median(x for name in a.methods for x in samples[name]["f_s"])
-    point_s = {k: statistics.median(v) for k, v in point_samples.items()}
+    point = {k: {part: statistics.median(v) for part, v in parts.items()} for k, parts in point_samples.items()}
+    # what a sampled R_K adds per attempted step: the integrand's forward pass, then in the backward pass
+    # (which recomputes each step from its checkpoint) its forward pass again and its gradient
+    point_s = {k: p["fwd"] + p["vg"] for k, p in point.items()}
     rows = []
     for name in a.methods:
         med = {k: statistics.median(v) for k, v in samples[name].items()}
@@ -208,8 +217,9 @@ def main(argv=None):
         print(f"{r['method']:<22} {r['nfe']:5.0f} {r['forward_s']:12.4f} {r['step_s']:9.4f} "
               f"{r['forward_f_units']:12.1f} {r['step_f_units']:13.1f} {r['step_f_units_per_nfe']:8.2f} "
               f"{ratio:12.2f} {bound}")
-    print("value and gradient of mean (d^K y/dt^K)^2 at one point: "
-          + ", ".join(f"K={k} {1e3 * v:.2f} ms ({v / unit:.1f} f units)" for k, v in point_s.items())
+    print("mean (d^K y/dt^K)^2 at one point, forward + value and gradient: "
+          + ", ".join(f"K={k} {1e3 * p['fwd']:.2f} + {1e3 * p['vg']:.2f} ms ({point_s[k] / unit:.1f} f units)"
+                      for k, p in point.items())
           + f"; {steps:.1f} attempted steps per unregularised solve")
     suffix = "" if a.dtype == "float64" else f"_{a.dtype}"
     out = Path(a.out or ROOT / "results" / "bench" / f"step_cost_{exp.name}{suffix}.json")
@@ -223,6 +233,7 @@ def main(argv=None):
         "unit": "one forward evaluation of the field on the batch at t0: the median of every method's f_s",
         "f_unit_s": unit, "attempted_steps": steps,
         "point_s": {str(k): v for k, v in point_s.items()},
+        "point": {str(k): v for k, v in point.items()},
         "point_rounds": {str(k): v for k, v in point_samples.items()},
         "bound": "the unregularised step plus point_s[K] per attempted step, over the unregularised step",
         "load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows,

@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml requirements.lock
 data: setup
 	$(BIN)/taynode data fetch
 
-# The linter, then the unit tests on two processes; the end-to-end tests marked slow run in `make slow`.
+# The linter, then the unit tests on two processes; the end-to-end tests marked slow, and the costliest
+# unit tests (tests/conftest.py SLOW), run in `make slow`.
 unit: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest tests -q -n 2 -m "not slow"

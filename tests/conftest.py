@@ -3,6 +3,91 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
+# The unit tests that cost the most (`pytest --durations`): each compiles a whole experiment's
+# training step or evaluation, or repeats a property already checked in the unit suite at another
+# model, order or adjoint. They run in `make slow` (`-m slow`), so that `make unit` stays quick
+# between changes; `make test` runs both. A test listed here that no longer exists is an error.
+SLOW = {
+    "tests/test_physionet_experiment.py": (
+        "test_float32_training_stays_float32_with_float64_enabled",
+        "test_metrics_cover_every_test_patient_with_a_partial_last_batch",
+        "test_a_training_step_lowers_the_loss_on_a_fixed_batch[none]",
+        "test_encoder_runs_the_gru_backwards_over_time",
+        "test_dynamics_init_is_the_config_field[haiku]",
+        "test_patient_mse_is_each_patients_own_mse",
+        "test_an_unobserved_time_point_leaves_the_gru_state_unchanged",
+        "test_test_mse_kl_and_loglik_do_not_depend_on_the_loss_batch",
+    ),
+    "tests/test_solver_heuristics.py": (
+        "test_steer_training_loss_solves_to_the_drawn_end_time_and_evaluation_to_t1",
+        "test_the_gradient_matches_finite_differences_on_a_fixed_grid",
+        "test_error_estimate_is_the_sum_over_the_accepted_steps_of_a_hand_stepped_solver",
+    ),
+    "tests/test_taylor_mode.py": (
+        "test_solve_r3_gradient_matches_jet",
+        "test_solve_r3_matches_jet",
+        "test_matches_nested_jvp_and_jet[dict-1]",
+        "test_matches_nested_jvp_and_jet[conv_im2col-1]",
+        "test_matches_nested_jvp_and_jet[mnist-1]",
+        "test_matches_nested_jvp_and_jet[latent-1]",
+        "test_conv_primitive",
+        "test_flax_conv_module_directly",
+    ),
+    "tests/test_precision.py": (
+        "test_float32_parameters_are_judged_in_float64_exactly_as_a_float64_model_holding_their_values",
+        "test_training_in_float32_keeps_float32_when_float64_is_enabled",
+    ),
+    "tests/test_solve.py": (
+        "test_recursive_checkpoints_follow_the_memory_rule_and_leave_the_gradient_alone",
+        "test_rk_gradient_matches_finite_differences[None-recursive]",
+        "test_rk_gradient_matches_finite_differences[3-backsolve]",
+        "test_rk_gradient_matches_finite_differences[2-backsolve]",
+        "test_rk_matches_quadrature[1-tsit5]",
+        "test_rk_gradient_matches_finite_differences[3-recursive]",
+        "test_rk_gradient_matches_finite_differences[None-backsolve]",
+    ),
+    "tests/test_cli_and_toy.py": (
+        "test_toy_nfe_is_null_where_the_solver_runs_out_of_steps",
+    ),
+    "tests/test_mnist.py": (
+        "test_one_step_lowers_loss_on_fixed_batch[rnode-kw2]",
+        "test_one_step_lowers_loss_on_fixed_batch[taylor-kw1]",
+        "test_penalty_values_match_quadrature_of_a_dense_solution",
+        "test_one_step_lowers_loss_on_fixed_batch[none-kw0]",
+        "test_model_shapes_and_size",
+    ),
+    "tests/test_sampled_rk.py": (
+        "test_the_gradient_matches_finite_differences_on_a_fixed_grid",
+        "test_mean_over_draws_is_the_integral_along_the_interpolant[3]",
+    ),
+    "tests/test_cnf.py": (
+        "test_linear_flow_gradient_matches_closed_form",
+        "test_sample_then_log_prob_consistent",
+    ),
+    "tests/test_ffjord_experiments.py": (
+        "test_the_regularisers_see_z_only[ffjord_tabular]",
+        "test_the_regularisers_see_z_only[ffjord2d]",
+    ),
+    "tests/test_ffjord_baselines.py": (
+        "test_ffjord2d_metrics_hold_the_data_nll_and_the_gap",
+    ),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    listed = {f"{path}::{name}" for path, names in SLOW.items() for name in names}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
+    # a test named on the command line (path::name) leaves the rest of its file uncollected
+    if any("::" in str(arg) for arg in config.args):
+        return
+    collected = {item.nodeid for item in items}
+    files = {nodeid.split("::")[0] for nodeid in collected}
+    stale = sorted(n for n in listed if n.split("::")[0] in files and n not in collected)
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py: SLOW lists tests that do not exist: {stale}")
+
 
 @pytest.fixture
 def key():

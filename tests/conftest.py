@@ -4,8 +4,9 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 # The unit tests that cost the most (`pytest --durations`): each compiles a whole experiment's
-# training step or evaluation, or repeats a property already checked in the unit suite at another
-# model, order or adjoint. They run in `make slow` (`-m slow`), so that `make unit` stays quick
+# training step or evaluation, or repeats a property the unit suite checks at another model,
+# order, solver or adjoint (the exact NFE: Euler, Heun, Midpoint and Dopri5 here; Bosh3, Tsit5
+# and Dopri8 in `make slow`). They run in `make slow` (`-m slow`), so that `make unit` stays quick
 # between changes; `make test` runs both. A test listed here that no longer exists is an error.
 SLOW = {
     "tests/test_physionet_experiment.py": (
@@ -24,6 +25,9 @@ SLOW = {
         "test_error_estimate_is_the_sum_over_the_accepted_steps_of_a_hand_stepped_solver",
     ),
     "tests/test_taylor_mode.py": (
+        "test_matches_nested_jvp_and_jet[mlp_tanh-8]",
+        "test_matches_nested_jvp_and_jet[mlp_sigmoid-8]",
+        "test_matches_nested_jvp_and_jet[mlp_softplus-8]",
         "test_solve_r3_gradient_matches_jet",
         "test_solve_r3_matches_jet",
         "test_matches_nested_jvp_and_jet[dict-1]",
@@ -38,6 +42,32 @@ SLOW = {
         "test_training_in_float32_keeps_float32_when_float64_is_enabled",
     ),
     "tests/test_solve.py": (
+        "test_nfe_is_exact[False-bosh3-None]",
+        "test_nfe_is_exact[False-bosh3-0.001]",
+        "test_nfe_is_exact[False-bosh3-1.4e-08]",
+        "test_nfe_is_exact[False-tsit5-None]",
+        "test_nfe_is_exact[False-tsit5-0.001]",
+        "test_nfe_is_exact[False-tsit5-1.4e-08]",
+        "test_nfe_is_exact[False-dopri8-None]",
+        "test_nfe_is_exact[False-dopri8-0.001]",
+        "test_nfe_is_exact[False-dopri8-1.4e-08]",
+        "test_nfe_is_exact[True-bosh3-None]",
+        "test_nfe_is_exact[True-bosh3-0.001]",
+        "test_nfe_is_exact[True-bosh3-1.4e-08]",
+        "test_nfe_is_exact[True-tsit5-None]",
+        "test_nfe_is_exact[True-tsit5-0.001]",
+        "test_nfe_is_exact[True-tsit5-1.4e-08]",
+        "test_nfe_is_exact[True-dopri8-None]",
+        "test_nfe_is_exact[True-dopri8-0.001]",
+        "test_nfe_is_exact[True-dopri8-1.4e-08]",
+        "test_rk_matches_quadrature[1-dopri8]",
+        "test_rk_matches_quadrature[2-tsit5]",
+        "test_rk_matches_quadrature[2-dopri8]",
+        "test_rk_matches_quadrature[3-tsit5]",
+        "test_rk_matches_quadrature[3-dopri8]",
+        "test_rk_matches_quadrature[4-tsit5]",
+        "test_rk_matches_quadrature[4-dopri8]",
+        "test_regulariser_sees_only_its_part[0-<lambda>-<lambda>]",
         "test_recursive_checkpoints_follow_the_memory_rule_and_leave_the_gradient_alone",
         "test_rk_gradient_matches_finite_differences[None-recursive]",
         "test_rk_gradient_matches_finite_differences[3-backsolve]",
@@ -61,6 +91,10 @@ SLOW = {
         "test_mean_over_draws_is_the_integral_along_the_interpolant[3]",
     ),
     "tests/test_cnf.py": (
+        "test_linear_flow_hutchinson_uses_one_probe[gaussian]",
+        "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[1]",
+        "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[16]",
+        "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[40]",
         "test_linear_flow_gradient_matches_closed_form",
         "test_sample_then_log_prob_consistent",
     ),
@@ -70,6 +104,14 @@ SLOW = {
     ),
     "tests/test_ffjord_baselines.py": (
         "test_ffjord2d_metrics_hold_the_data_nll_and_the_gap",
+    ),
+    "tests/test_taylor.py": (
+        "test_jet_matches_nested_jvp[5-tanh]",
+        "test_jet_matches_nested_jvp[5-sigmoid]",
+        "test_jet_matches_nested_jvp[5-softplus]",
+        "test_jet_matches_nested_jvp[6-tanh]",
+        "test_jet_matches_nested_jvp[6-sigmoid]",
+        "test_jet_matches_nested_jvp[6-softplus]",
     ),
 }
 

@@ -10,6 +10,8 @@ jax.config.update("jax_enable_x64", True)
 # between changes; `make test` runs both. A test listed here that no longer exists is an error.
 SLOW = {
     "tests/test_physionet_experiment.py": (
+        "test_problem_solves_every_posterior_sample_on_the_grid",
+        "test_samples_are_sample_major_and_test_keys_are_fixed_per_patient",
         "test_float32_training_stays_float32_with_float64_enabled",
         "test_metrics_cover_every_test_patient_with_a_partial_last_batch",
         "test_a_training_step_lowers_the_loss_on_a_fixed_batch[none]",
@@ -20,6 +22,7 @@ SLOW = {
         "test_test_mse_kl_and_loglik_do_not_depend_on_the_loss_batch",
     ),
     "tests/test_solver_heuristics.py": (
+        "test_steer_moves_the_training_end_time_and_nothing_else",
         "test_steer_training_loss_solves_to_the_drawn_end_time_and_evaluation_to_t1",
         "test_the_gradient_matches_finite_differences_on_a_fixed_grid",
         "test_error_estimate_is_the_sum_over_the_accepted_steps_of_a_hand_stepped_solver",
@@ -87,10 +90,13 @@ SLOW = {
         "test_model_shapes_and_size",
     ),
     "tests/test_sampled_rk.py": (
+        "test_sampled_and_exact_estimators_side_by_side",
         "test_the_gradient_matches_finite_differences_on_a_fixed_grid",
         "test_mean_over_draws_is_the_integral_along_the_interpolant[3]",
     ),
     "tests/test_cnf.py": (
+        "test_image_shaped_flow_closed_form",
+        "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[5]",
         "test_linear_flow_hutchinson_uses_one_probe[gaussian]",
         "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[1]",
         "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[16]",
@@ -103,6 +109,7 @@ SLOW = {
         "test_the_regularisers_see_z_only[ffjord2d]",
     ),
     "tests/test_ffjord_baselines.py": (
+        "test_ffjord2d_densities_without_an_exact_density_report_none",
         "test_ffjord2d_metrics_hold_the_data_nll_and_the_gap",
     ),
     "tests/test_taylor.py": (

@@ -98,6 +98,40 @@ def test_sweep_skips_finished_runs(tmp_path, capsys):
     assert capsys.readouterr().out.count("exists, skipped") == 6
 
 
+@pytest.mark.slow
+def test_a_diverged_run_leaves_a_record_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    import jax.numpy as jnp
+
+    from taynode import runner
+
+    real = runner.make_train_step
+
+    def loss_nan_at_step_3(exp, cfg, opt, *args):
+        step = real(exp, cfg, opt, *args)
+
+        def wrapped(state, batch, key, i):
+            new, m = step(state, batch, key, i)
+            return new, {**m, "loss": jnp.where(i == 3, jnp.nan, m["loss"])}
+
+        return wrapped
+
+    monkeypatch.setattr(runner, "make_train_step", loss_nan_at_step_3)
+    cfgs = runner.sweep_configs(TOY, "smoke", "full", seeds=[4])
+    for c in cfgs[1:]:  # every run but the first is finished
+        (tmp_path / f"{TOY.run_name(c)}.json").write_text("{}")
+    kw = dict(seeds=[4], out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
+    done = runner.sweep(TOY, "smoke", "full", **kw)
+    name = TOY.run_name(cfgs[0])
+    record = json.loads((tmp_path / f"{name}.diverged.json").read_text())
+    assert record["run"] == name and record["config"]["seed"] == 4 and "git_commit" in record
+    assert record["diverged"]["step"] == 3 and record["diverged"]["loss"] == "nan"
+    assert not (tmp_path / f"{name}.json").exists()
+    assert [p.name for p in done] == [f"{TOY.run_name(c)}.json" for c in cfgs[1:]]  # the sweep went on
+    capsys.readouterr()
+    runner.sweep(TOY, "smoke", "full", **kw)  # and a later sweep does not train it again
+    assert "diverged before, skipped" in capsys.readouterr().out
+
+
 def test_write_json_creates_parent_and_leaves_no_temporary(tmp_path):
     from taynode.paths import write_json
 

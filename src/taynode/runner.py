@@ -22,7 +22,7 @@ from .experiment import Experiment
 from .objective import make_train_step
 from .optim import make_optimizer
 from .records import load_record, provenance, save_record
-from .train import LoopConfig, fit, restore_checkpoint
+from .train import LoopConfig, TrainingDiverged, fit, restore_checkpoint
 
 __all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype",
            "evaluate_run", "error_line"]
@@ -102,12 +102,22 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)},
                                                          indent=2))
-    state, history, info = fit(
-        state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
-        cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
-        eval_fn=(lambda s: evaluate_run(exp, cfg, s["params"], data, validation=True)) if cfg.eval_every else None,
-        select="val_loss", progress=progress, desc=name,
-    )
+    try:
+        state, history, info = fit(
+            state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
+            cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
+            eval_fn=(lambda s: evaluate_run(exp, cfg, s["params"], data, validation=True)) if cfg.eval_every else None,
+            select="val_loss", progress=progress, desc=name,
+        )
+    except TrainingDiverged as e:
+        if main:  # the failure is a result too: `<run name>.diverged.json`, read by the chapters
+            save_record(out_dir / f"{name}.diverged.json", {
+                **head, "experiment": exp.name, "run": name, "wall_time_s": time.perf_counter() - t_wall,
+                "diverged": {"step": e.step, "epoch": e.epoch, "loss": str(e.loss), "last_good_checkpoint": e.last_good,
+                             "message": str(e)},
+                "config": dataclasses.asdict(cfg),
+            })
+        raise
     metrics = info["final_eval"] or evaluate_run(exp, cfg, state["params"], data)
     if info["best"] is not None:  # model selection: the evaluation with the lowest validation loss (checkpointed)
         state = {**state, "params": info["best"]["params"]}
@@ -230,19 +240,30 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     """Train every run of a sweep in turn; skip those whose record exists, resume the rest.
 
     Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
-    newest checkpoint.
+    newest checkpoint. A run whose loss becomes non-finite leaves `<run name>.diverged.json` and
+    the sweep goes on; a later sweep skips it (delete that record to try it again).
+    **Returns** the records of the finished runs.
     """
     out_dir = Path(out_dir or Path("results") / exp.name)
     data = None
     done = []
     for cfg in sweep_configs(exp, preset, runs, seeds):
         path = out_dir / f"{exp.run_name(cfg)}.json"
+        diverged = out_dir / f"{exp.run_name(cfg)}.diverged.json"
         if path.exists():
             print(f"{path}: exists, skipped", flush=True)
+        elif diverged.exists():
+            print(f"{diverged}: this run diverged before, skipped (delete that record to try it again)", flush=True)
+            continue
         else:
             enable_dtype(cfg)
             data = exp.load_data(cfg, progress=progress) if data is None else data
-            record = train(exp, cfg, data=data, out_dir=out_dir, ckpt_root=ckpt_root, resume=True, progress=progress)
+            try:
+                record = train(exp, cfg, data=data, out_dir=out_dir, ckpt_root=ckpt_root, resume=True,
+                               progress=progress)
+            except TrainingDiverged as e:
+                print(f"{exp.run_name(cfg)}: {e}; record: {diverged}", flush=True)
+                continue
             print(summary_line(exp, record["run"], record["metrics"]), flush=True)
         done.append(path)
     return done

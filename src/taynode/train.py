@@ -34,7 +34,15 @@ __all__ = ["LoopConfig", "TrainingDiverged", "fit", "epoch_order", "latest_check
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became non-finite; the message names the step and the checkpoint kept."""
+    """The loss became non-finite; the message names the step and the checkpoint kept.
+
+    `step`, `epoch`: where; `loss`: the non-finite value; `last_good`: the step of the newest
+    checkpoint kept (None if none was written)."""
+
+    def __init__(self, message: str, *, step: int | None = None, epoch: int | None = None,
+                 loss: float | None = None, last_good: int | None = None):
+        super().__init__(message)
+        self.step, self.epoch, self.loss, self.last_good = step, epoch, loss, last_good
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +209,8 @@ def fit(
                 where = f"step {last_good} in {ckpt_dir}" if last_good is not None else "none was written"
                 raise TrainingDiverged(
                     f"loss became {loss} at step {step} (epoch {epoch}); the last good checkpoint ({where}) is kept: "
-                    "lower the learning rate or λ, or tighten the solver tolerance"
+                    "lower the learning rate or λ, or tighten the solver tolerance",
+                    step=step, epoch=epoch, loss=loss, last_good=last_good,
                 )
             state = state_new
             if step > start:  # the first step of a (re)start includes compilation

@@ -122,7 +122,8 @@ def test_a_diverged_run_leaves_a_record_and_the_sweep_goes_on(tmp_path, monkeypa
     kw = dict(seeds=[4], out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
     done = runner.sweep(TOY, "smoke", "full", **kw)
     name = TOY.run_name(cfgs[0])
-    record = json.loads((tmp_path / f"{name}.diverged.json").read_text())
+    record = json.loads(runner.diverged_path(tmp_path, name).read_text())
+    assert runner.diverged_path(tmp_path, name) == tmp_path / "diverged" / f"{name}.json"
     assert record["run"] == name and record["config"]["seed"] == 4 and "git_commit" in record
     assert record["diverged"]["step"] == 3 and record["diverged"]["loss"] == "nan"
     assert not (tmp_path / f"{name}.json").exists()

@@ -24,8 +24,8 @@ from .optim import make_optimizer
 from .records import load_record, provenance, save_record
 from .train import LoopConfig, TrainingDiverged, fit, restore_checkpoint
 
-__all__ = ["train", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table", "summary_line", "enable_dtype",
-           "evaluate_run", "error_line"]
+__all__ = ["train", "diverged_path", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table",
+           "summary_line", "enable_dtype", "evaluate_run", "error_line"]
 
 
 def enable_dtype(cfg) -> None:
@@ -110,8 +110,8 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
             select="val_loss", progress=progress, desc=name,
         )
     except TrainingDiverged as e:
-        if main:  # the failure is a result too: `<run name>.diverged.json`, read by the chapters
-            save_record(out_dir / f"{name}.diverged.json", {
+        if main:  # the failure is a result too: `diverged/<run name>.json` beside the records
+            save_record(diverged_path(out_dir, name), {
                 **head, "experiment": exp.name, "run": name, "wall_time_s": time.perf_counter() - t_wall,
                 "diverged": {"step": e.step, "epoch": e.epoch, "loss": str(e.loss), "last_good_checkpoint": e.last_good,
                              "message": str(e)},
@@ -223,6 +223,12 @@ def summary_line(exp: Experiment, run: str, metrics: dict) -> str:
             + "  ".join(f"{k} {v:.4g}" for k, v in pen.items()))
 
 
+def diverged_path(out_dir, run_name: str) -> Path:
+    """Where the record of a run whose loss became non-finite goes: `<out_dir>/diverged/<run name>.json`
+    (a folder of its own, so that the finished runs' `<out_dir>/*.json` do not include it)."""
+    return Path(out_dir) / "diverged" / f"{run_name}.json"
+
+
 def sweep_configs(exp: Experiment, preset: str, runs: str, seeds=None) -> list:
     """The configs of sweep `runs` of `exp` at `preset` (`seeds` replaces the sweep's own seeds)."""
     if runs not in exp.sweeps:
@@ -240,7 +246,7 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     """Train every run of a sweep in turn; skip those whose record exists, resume the rest.
 
     Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
-    newest checkpoint. A run whose loss becomes non-finite leaves `<run name>.diverged.json` and
+    newest checkpoint. A run whose loss becomes non-finite leaves `diverged/<run name>.json` and
     the sweep goes on; a later sweep skips it (delete that record to try it again).
     **Returns** the records of the finished runs.
     """
@@ -249,7 +255,7 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     done = []
     for cfg in sweep_configs(exp, preset, runs, seeds):
         path = out_dir / f"{exp.run_name(cfg)}.json"
-        diverged = out_dir / f"{exp.run_name(cfg)}.diverged.json"
+        diverged = diverged_path(out_dir, exp.run_name(cfg))
         if path.exists():
             print(f"{path}: exists, skipped", flush=True)
         elif diverged.exists():

@@ -79,6 +79,7 @@ def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
     path = tmp_path / "out" / "toy_smoke_taylor_K3_lam0.01_seed0.json"
     record = json.loads(path.read_text())
     assert record["experiment"] == "toy" and record["config"]["epochs"] == 20
+    assert record["eval_time_s"] > 0  # the prediction time of the test split
     assert [h["step"] for h in record["history"]] == [2 * i for i in range(1, 11)]
     capsys.readouterr()
     assert main(["eval", "toy", str(path)]) == 0

@@ -316,7 +316,7 @@ def test_train_and_evaluate_on_synthetic_data(tmp_path):
     assert m["eval_sizes"]["test"] == 8 and m["trajectories_per_patient"] == 3
     assert m["test_nfe_per_example"] >= 8 and m["test_nfe"] >= 8 and m["test_mse"] > 0
     assert set(m["penalties"]) == {"R2", "R3", "kinetic", "frobenius"}
-    assert record["iter_time_s"] > 0 and len(record["history"]) > 0
+    assert record["iter_time_s"] > 0 and record["eval_time_s"] > 0 and len(record["history"]) > 0
     assert m["mse_ratio"] == pytest.approx(m["test_mse"] / m["baseline_mse"])
     assert (record["config"]["dyn_init"], record["config"]["implausible"]) == ("haiku", "physiological")
     cfg2, params, _ = load_run(EXP, tmp_path / f"{record['run']}.json")

@@ -102,11 +102,19 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)},
                                                          indent=2))
+    eval_seconds = {}  # id(metrics) -> wall-clock of that evaluation (the prediction time of the test split)
+
+    def timed_eval(params, validation):
+        t = time.perf_counter()
+        metrics = evaluate_run(exp, cfg, params, data, validation=validation)
+        eval_seconds[id(metrics)] = time.perf_counter() - t
+        return metrics
+
     try:
         state, history, info = fit(
             state, step, lambda idx: parallel.shard_batch(jtu.tree_map(lambda a: a[idx], arrays), mesh),
             cfg.train_size, cfg.batch_size, loop, ckpt_dir=ckpt_dir, resume=resume,
-            eval_fn=(lambda s: evaluate_run(exp, cfg, s["params"], data, validation=True)) if cfg.eval_every else None,
+            eval_fn=(lambda s: timed_eval(s["params"], True)) if cfg.eval_every else None,
             select="val_loss", progress=progress, desc=name,
         )
     except TrainingDiverged as e:
@@ -118,7 +126,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
                 "config": dataclasses.asdict(cfg),
             })
         raise
-    metrics = info["final_eval"] or evaluate_run(exp, cfg, state["params"], data)
+    metrics = info["final_eval"] or timed_eval(state["params"], False)
     if info["best"] is not None:  # model selection: the evaluation with the lowest validation loss (checkpointed)
         state = {**state, "params": info["best"]["params"]}
         metrics = info["best"]["metrics"]
@@ -134,6 +142,8 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         "wall_time_s": time.perf_counter() - t_wall,
         "train_time_s": info["train_time_s"],
         "iter_time_s": info["iter_time_s"],
+        # wall-clock of the evaluation whose metrics are reported (None where it ran before a resume)
+        "eval_time_s": eval_seconds.get(id(metrics)),
         "resumed_from": info["resumed_from"],
         "devices_used": n_devices,
         "processes": jax.process_count(),

@@ -78,7 +78,10 @@ def test_save_and_load_record_check_the_schema(tmp_path):
         load_record(tmp_path / "old.json")
 
 
-COMMITTED = sorted(p for name in REGISTRY for p in (RESULTS / name).rglob(f"{name}_*.json"))
+RECORDS = sorted(p for name in REGISTRY for p in (RESULTS / name).rglob(f"{name}_*.json"))
+# runs whose training loss became non-finite (`runner.diverged_path`): no model, a record of the failure
+DIVERGED = [p for p in RECORDS if p.parent.name == "diverged"]
+COMMITTED = [p for p in RECORDS if p.parent.name != "diverged"]
 
 
 def test_every_committed_record_is_current_and_names_its_tree():
@@ -89,6 +92,22 @@ def test_every_committed_record_is_current_and_names_its_tree():
         assert record["run"] == path.stem and (path.parent / record["params_file"]).exists()
         assert isinstance(record["source_dirty"], bool), path
         assert len(record["git_commit"]) == 40, path
+
+
+def test_every_diverged_record_names_its_run_step_and_tree_and_has_no_model():
+    import math
+
+    from taynode.configs import config_from_dict
+
+    for path in DIVERGED:
+        record = load_record(path)
+        assert record["schema"] == SCHEMA and record["run"] == path.stem, path
+        exp = REGISTRY[record["experiment"]]
+        assert exp.run_name(config_from_dict(exp.Config, record["config"])) == path.stem
+        d = record["diverged"]
+        assert isinstance(d["step"], int) and not math.isfinite(float(d["loss"])), path
+        assert not (path.parent.parent / f"{path.stem}.json").exists()  # no finished run of the same name
+        assert isinstance(record["source_dirty"], bool) and len(record["git_commit"]) == 40, path
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])

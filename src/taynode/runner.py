@@ -258,7 +258,7 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
     newest checkpoint. A run whose loss becomes non-finite leaves `diverged/<run name>.json` and
     the sweep goes on; a later sweep skips it (delete that record to try it again).
-    **Returns** the records of the finished runs.
+    **Returns** the paths of the finished runs' records.
     """
     out_dir = Path(out_dir or Path("results") / exp.name)
     data = None

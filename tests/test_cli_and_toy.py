@@ -134,6 +134,22 @@ def test_a_diverged_run_leaves_a_record_and_the_sweep_goes_on(tmp_path, monkeypa
     assert "diverged before, skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_a_training_solve_that_reaches_max_steps_is_recorded_as_diverged(tmp_path):
+    """A real solver failure (max_steps too small for the toy's solve), not an injected one."""
+    from taynode import runner
+    from taynode.train import TrainingDiverged
+
+    cfg = TOY.config("smoke", max_steps=2)
+    with pytest.raises(TrainingDiverged, match="training solve failed at step 0") as info:
+        runner.train(TOY, cfg, out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
+    assert info.value.cause == "solver" and info.value.loss is None and info.value.last_good is None
+    record = json.loads(runner.diverged_path(tmp_path, TOY.run_name(cfg)).read_text())
+    d = record["diverged"]
+    assert d["cause"] == "solver" and d["step"] == 0 and d["epoch"] == 0 and "max_steps=2" in d["message"]
+    assert not (tmp_path / f"{TOY.run_name(cfg)}.json").exists()
+
+
 def test_write_json_creates_parent_and_leaves_no_temporary(tmp_path):
     from taynode.paths import write_json
 

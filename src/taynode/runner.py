@@ -121,8 +121,8 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         if main:  # the failure is a result too: `diverged/<run name>.json` beside the records
             save_record(diverged_path(out_dir, name), {
                 **head, "experiment": exp.name, "run": name, "wall_time_s": time.perf_counter() - t_wall,
-                "diverged": {"step": e.step, "epoch": e.epoch, "loss": str(e.loss), "last_good_checkpoint": e.last_good,
-                             "message": str(e)},
+                "diverged": {"cause": e.cause, "step": e.step, "epoch": e.epoch, "loss": str(e.loss),
+                             "last_good_checkpoint": e.last_good, "message": str(e)},
                 "config": dataclasses.asdict(cfg),
             })
         raise
@@ -234,8 +234,9 @@ def summary_line(exp: Experiment, run: str, metrics: dict) -> str:
 
 
 def diverged_path(out_dir, run_name: str) -> Path:
-    """Where the record of a run whose loss became non-finite goes: `<out_dir>/diverged/<run name>.json`
-    (a folder of its own, so that the finished runs' `<out_dir>/*.json` do not include it)."""
+    """Where the record of a run whose loss became non-finite, or whose training solve failed, goes:
+    `<out_dir>/diverged/<run name>.json` (a folder of its own, so that the finished runs'
+    `<out_dir>/*.json` do not include it)."""
     return Path(out_dir) / "diverged" / f"{run_name}.json"
 
 
@@ -256,8 +257,9 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     """Train every run of a sweep in turn; skip those whose record exists, resume the rest.
 
     Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
-    newest checkpoint. A run whose loss becomes non-finite leaves `diverged/<run name>.json` and
-    the sweep goes on; a later sweep skips it (delete that record to try it again).
+    newest checkpoint. A run whose loss becomes non-finite, or whose training solve fails (it reaches
+    its `max_steps`), leaves `diverged/<run name>.json` and the sweep goes on; a later sweep skips it
+    (delete that record to try it again).
     **Returns** the paths of the finished runs' records.
     """
     out_dir = Path(out_dir or Path("results") / exp.name)

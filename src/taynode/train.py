@@ -7,8 +7,8 @@
 - Checkpoints are written with orbax (atomically: a run killed mid-save leaves the previous
   checkpoint intact) every `checkpoint_every` steps and at the end, together with the history
   and the accumulated training time.
-- A non-finite loss stops the run with `TrainingDiverged`; no checkpoint is written after it,
-  so the last good one is kept.
+- A non-finite loss, or a training solve that fails (it reaches its `max_steps`), stops the run
+  with `TrainingDiverged`; no checkpoint is written after it, so the last good one is kept.
 - Model selection (`select`): the parameters of the evaluation with the lowest value of one
   metric are kept, and checkpointed with their step and metrics, so a resumed run selects what
   the uninterrupted one would.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,15 +35,25 @@ __all__ = ["LoopConfig", "TrainingDiverged", "fit", "epoch_order", "latest_check
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became non-finite; the message names the step and the checkpoint kept.
+    """The loss became non-finite, or a training solve failed; the message names the step and the
+    checkpoint kept.
 
-    `step`, `epoch`: where; `loss`: the non-finite value; `last_good`: the step of the newest
-    checkpoint kept (None if none was written)."""
+    `cause`: `"loss"` (non-finite loss) or `"solver"` (the step's solve reached its `max_steps`);
+    `step`, `epoch`: where; `loss`: the non-finite value (None for a solver failure); `last_good`: the
+    step of the newest checkpoint kept (None if none was written)."""
 
     def __init__(self, message: str, *, step: int | None = None, epoch: int | None = None,
-                 loss: float | None = None, last_good: int | None = None):
+                 loss: float | None = None, last_good: int | None = None, cause: str = "loss"):
         super().__init__(message)
-        self.step, self.epoch, self.loss, self.last_good = step, epoch, loss, last_good
+        self.step, self.epoch, self.loss, self.last_good, self.cause = step, epoch, loss, last_good, cause
+
+
+def solver_failure(error: BaseException) -> str | None:
+    """The one-line reason when `error` is a compiled solve's max_steps failure (`taynode.solve`'s
+    run-time check), else None."""
+    found = re.search(r"EquinoxRuntimeError: (.+)", str(error))
+    line = found.group(1).strip() if found else None
+    return line if line and "max_steps" in line else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,11 +213,20 @@ def fit(
             batch = get_batch(idx)
             key = jax.random.fold_in(base_key, step)
             t0 = time.perf_counter()
-            state_new, metrics = train_step(state, batch, key, jnp.asarray(step, jnp.int32))
-            loss = float(metrics["loss"])  # blocks until the step is done
+            where = f"step {last_good} in {ckpt_dir}" if last_good is not None else "none was written"
+            try:
+                state_new, metrics = train_step(state, batch, key, jnp.asarray(step, jnp.int32))
+                loss = float(metrics["loss"])  # blocks until the step is done
+            except RuntimeError as e:
+                reason = solver_failure(e)
+                if reason is None:
+                    raise
+                raise TrainingDiverged(
+                    f"the training solve failed at step {step} (epoch {epoch}): {reason}; the last good "
+                    f"checkpoint ({where}) is kept", step=step, epoch=epoch, last_good=last_good, cause="solver",
+                ) from None
             dt = time.perf_counter() - t0
             if not math.isfinite(loss):
-                where = f"step {last_good} in {ckpt_dir}" if last_good is not None else "none was written"
                 raise TrainingDiverged(
                     f"loss became {loss} at step {step} (epoch {epoch}); the last good checkpoint ({where}) is kept: "
                     "lower the learning rate or λ, or tighten the solver tolerance",

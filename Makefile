@@ -42,13 +42,14 @@ unit: setup
 slow: setup data
 	$(BIN)/python -m pytest tests -q -n 2 -m slow
 
-# Every chapter under nbval (a failing cell fails the target); the executed notebooks are kept
-# in $(JCACHE), so that `make html` renders them without executing any chapter again.
+# Every chapter under nbval (a failing cell fails the target), two chapters at a time (each in its
+# own kernel: --dist loadfile keeps a chapter's cells in one process); the executed notebooks are
+# kept in $(JCACHE), so that `make html` renders them without executing any chapter again.
 notebooks: setup data
 	rm -rf $(NBDIR) $(JCACHE) && mkdir -p $(NBDIR)
 	for f in $(CHAPTERS); do $(BIN)/jupytext --quiet --to ipynb --output $(NBDIR)/$$(basename $${f%.md}).ipynb $$f || exit 1; done
 	cd $(NBDIR) && PYTHONPATH=$(CURDIR)/book/_tools ../../$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider \
-		-p nbval_cache --nb-cache $(CURDIR)/$(JCACHE) --nb-source $(CURDIR)/book -q *.ipynb
+		-p nbval_cache --nb-cache $(CURDIR)/$(JCACHE) --nb-source $(CURDIR)/book -q -n 2 --dist loadfile *.ipynb
 
 # The book from scratch: every chapter executed once by the build, warnings are errors.
 book: setup data mathjax

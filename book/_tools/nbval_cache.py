@@ -8,11 +8,15 @@ already executed, with the same code, and renders those outputs. A chapter whose
 from what was stored is executed by the book build as usual.
 
     pytest --nbval-lax -p nbval_cache --nb-cache _build/.jupyter_cache --nb-source book *.ipynb
+
+Under pytest-xdist (`-n 2 --dist loadfile`, a notebook's cells in one worker) each worker stores
+the notebooks it ran, once its own session has passed.
 """
 
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
 
 from jupyter_cache import get_cache
@@ -54,12 +58,21 @@ def pytest_sessionfinish(session, exitstatus):
             if out.get("output_type") == "execute_result":
                 out["execution_count"] = count[nb_file]
         notebooks[nb_file] = nb_file.nb
+    if not notebooks:  # the controller of `pytest -n`: its workers ran the notebooks and store them
+        return
     cache = get_cache(cache_dir)
     for nb_file, nb in notebooks.items():
         nb.metadata["language_info"] = LANGUAGE_INFO
         uri = str((source_dir / Path(str(nb_file.fspath)).with_suffix(".md").name).resolve())
-        cache.cache_notebook_bundle(CacheBundleIn(nb, uri, data={"executed_by": "nbval"}),
-                                    check_validity=False, overwrite=True)
+        bundle = CacheBundleIn(nb, uri, data={"executed_by": "nbval"})
+        for attempt in range(20):  # two workers may write the cache's database at once
+            try:
+                cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+                break
+            except Exception as e:  # sqlite "database is locked"
+                if "locked" not in str(e) or attempt == 19:
+                    raise
+                time.sleep(0.5)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"nbval_cache: stored {len(notebooks)} executed notebooks in {cache_dir}")

@@ -460,6 +460,42 @@ def test_cache_is_used_and_keyed(synth, monkeypatch):
     assert pn._cache_key(60, "drop") != key
 
 
+@pytest.mark.parametrize("rule", ["drop", "physiological", "keep"])
+def test_provenance_names_the_files_cache_and_settings_the_loader_used(synth, rule):
+    """Without loading: the sha256 of the files on disk, the key stored in the cache the loader writes,
+    and the settings the loaded data report."""
+    prov = pn.provenance(seed=3, test_fraction=0.25, quantization_minutes=30, implausible=rule)
+    d = pn.load_physionet(synth, seed=3, test_fraction=0.25, quantization_minutes=30, implausible=rule, **offline())
+    on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in (synth / "physionet2012").glob("*") if not p.name.endswith(".npz")}
+    assert prov["files"] == on_disk and len(on_disk) == 4
+    with np.load(d.info["cache"]) as z:
+        assert prov["cache_key"] == str(z["key"])
+    s = prov["settings"]
+    assert (s["split_seed"], s["test_fraction"], s["quantization_minutes"], s["implausible"]) == (
+        d.info["seed"], d.info["test_fraction"], d.info["quantization_minutes"], d.info["implausible_rule"])
+
+
+@pytest.mark.parametrize("rule,ranges", [
+    # the bounds the module docstring states
+    ("drop", {"Temp": [0.0, None], "pH": [0.0, 14.0], "FiO2": [0.0, 1.0], "HCT": [0.0, 100.0]}),
+    ("physiological", {"Temp": [20.0, 45.0], "pH": [6.5, 8.0], "FiO2": [0.21, 1.0], "HR": [20.0, 300.0]}),
+])
+def test_provenance_holds_the_ranges_of_the_rule(rule, ranges):
+    got = pn.provenance(implausible=rule)["settings"]["implausible_ranges"]
+    assert len(got) == 37 and {k: got[k] for k in ranges} == ranges
+    assert pn.provenance(implausible="keep")["settings"]["implausible_ranges"] is None
+
+
+@pytest.mark.parametrize("kw,match", [({"implausible": "clip"}, "^implausible must be one of"),
+                                      ({"seed": -1}, "^seed must be an int >= 0, got -1$"),
+                                      ({"quantization_minutes": 7}, "^quantization_minutes must be an int dividing")])
+def test_provenance_rejects_bad_arguments_in_one_line(kw, match):
+    with pytest.raises(ValueError, match=match) as e:
+        pn.provenance(**kw)
+    assert "\n" not in str(e.value)
+
+
 def test_no_cache_writes_nothing(synth):
     d = pn.load_physionet(synth, cache=False, **offline())
     assert d.info["cache"] is None

@@ -1,14 +1,19 @@
 """Tabular loaders: MAF's split and standardisation on synthetic arrays, the MINIBOONE file checks,
 and the breast cancer stand-in."""
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from taynode.data.tabular import (
     MINIBOONE_DIM,
+    breast_cancer_provenance,
     load_breast_cancer,
     load_miniboone,
     miniboone_path,
+    miniboone_provenance,
     split_and_standardize,
 )
 
@@ -98,3 +103,32 @@ def test_breast_cancer_stand_in():
     np.testing.assert_allclose(unshuffled.test, (raw[513:] - raw[:513].mean(0)) / raw[:513].std(0))
     with pytest.raises(ValueError, match="shuffle_seed must be"):
         load_breast_cancer(shuffle_seed=-1)
+
+
+def test_miniboone_provenance_is_the_sha256_of_the_file(tmp_path):
+    path = tmp_path / "miniboone" / "data.npy"
+    path.parent.mkdir()
+    np.save(path, synthetic(40, MINIBOONE_DIM))
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert miniboone_provenance(path)["files"] == {"data.npy": expected}
+    assert miniboone_provenance(data_dir=tmp_path)["files"] == {"data.npy": expected}
+    assert miniboone_provenance(tmp_path / "absent.npy")["files"] == {"absent.npy": None}
+
+
+def test_breast_cancer_provenance_is_the_csv_scikit_learn_reads():
+    import sklearn
+    import sklearn.datasets
+
+    csv = Path(sklearn.datasets.__file__).parent / "data" / "breast_cancer.csv"
+    # the file holds the 569 x 30 features load_breast_cancer returns (then the label column)
+    rows = np.loadtxt(csv, delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(rows[:, :30], sklearn.datasets.load_breast_cancer().data)
+    prov = breast_cancer_provenance(shuffle_seed=4)
+    assert prov["files"] == {"breast_cancer.csv": hashlib.sha256(csv.read_bytes()).hexdigest()}
+    assert prov["settings"] == {"shuffle_seed": 4} and f"scikit-learn {sklearn.__version__} " in prov["source"]
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_breast_cancer_provenance_rejects_a_bad_seed_in_one_line(seed):
+    with pytest.raises(ValueError, match=f"^shuffle_seed must be an int >= 0 or None, got {seed!r}$"):
+        breast_cancer_provenance(shuffle_seed=seed)

@@ -82,6 +82,21 @@ class Experiment(abc.ABC):
         """The data set (any structure the other methods understand)."""
 
     @abc.abstractmethod
+    def data_provenance(self, cfg) -> dict:
+        """Which data a run with `cfg` sees: the run record's `data` field. Loads no data.
+
+        **Returns** a dict ready for JSON (lists, not tuples; the same dict for the same config and files):
+        - `source`: where the data come from, in a few words (a package and its version, a sampler).
+        - `files`: `{file name: sha256}` of the raw files: the pinned checksums the loader verifies
+          where it has them (no file is read), else computed from the file; `{}` for drawn data.
+        - `cache_key` (where the loader caches derived data): the key that the raw files' checksums
+          and the parsing settings determine.
+        - `settings`: every config field and loader constant that changes the data (sizes, split and
+          sampling seeds, cleaning rules and their parameters, preprocessing constants), under the
+          config field's name where there is one.
+        """
+
+    @abc.abstractmethod
     def train_arrays(self, cfg, data):
         """The training examples: a pytree of numpy arrays sharing a leading axis of `cfg.train_size`."""
 

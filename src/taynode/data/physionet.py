@@ -95,6 +95,7 @@ from ._fetch import (
 __all__ = [
     "load_physionet",
     "fetch_physionet",
+    "provenance",
     "parse_record",
     "Record",
     "split_record_ids",
@@ -648,6 +649,46 @@ def _load_cache(path: Path, key: str) -> _Parsed:
     if stored_key != key:
         raise ValueError(f"{path}: cache key {stored_key[:16]} differs from its name's {key[:16]}; {fix}")
     return parsed
+
+
+def provenance(
+    *, seed: int = 0, test_fraction: float = 0.2, quantization_minutes: int = 60, implausible: str = "drop"
+) -> dict:
+    """What `load_physionet` loads with these arguments (for a run record's `data` field); reads no file.
+
+    **Arguments** as for `load_physionet`.
+
+    **Returns** a dict:
+    - `source`: the challenge's data, sets A and B.
+    - `files`: `{file name: sha256}` of the four raw files, the pinned `SHA256` that `fetch_physionet`
+      verifies them against.
+    - `cache_key`: the full sha256 key of the parsed grid (its cache file carries the first 16 hex
+      digits): it covers the raw files' checksums, the features, both range tables, the parsing
+      settings and the format version.
+    - `settings`: `split_seed` (the `seed` argument), `test_fraction`, `quantization_minutes`,
+      `implausible` (the rule) and `implausible_ranges`, the bounds the rule keeps values within
+      (`{feature: [low, high]}`, `high` None where there is none; None for `"keep"`).
+
+    **Raises** `ValueError` (one line) naming a bad argument, as `load_physionet`.
+    """
+    _check_args(
+        seed=seed, test_fraction=test_fraction, quantization_minutes=quantization_minutes, implausible=implausible
+    )
+    ranges = {"drop": VALID_RANGES, "physiological": PHYSIOLOGICAL_RANGES, "keep": None}[implausible]
+    return {
+        "source": "PhysioNet/Computing in Cardiology Challenge 2012 v1.0.0, sets A and B",
+        "files": dict(SHA256),
+        "cache_key": _cache_key(quantization_minutes, implausible),
+        "settings": {
+            "split_seed": int(seed),
+            "test_fraction": float(test_fraction),
+            "quantization_minutes": int(quantization_minutes),
+            "implausible": implausible,
+            "implausible_ranges": None if ranges is None else {
+                name: [lo, None if math.isinf(hi) else hi] for name, (lo, hi) in ranges.items()
+            },
+        },
+    }
 
 
 # --------------------------------------------------------------------------- split and scale

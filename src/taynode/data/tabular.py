@@ -17,6 +17,10 @@ follow the file's order), then split and standardised as above: 462 / 51 / 56 ro
 labels are not used. It is *not* MINIBOONE; its numbers are not comparable to published ones.
 Another `shuffle_seed` gives another split (the experiment's `split_seed`).
 
+**Provenance.** `miniboone_provenance` and `breast_cancer_provenance` describe what a loader
+reads, for a run record: the file's sha256 (computed: no checksum is pinned for either file) and,
+for the stand-in, the scikit-learn version and the shuffle seed.
+
 **A baseline.** `gaussian_nll(train, x)` fits a full-covariance Gaussian to the training rows
 (maximum likelihood) and returns the per-row NLL (nats) of `x` under it: the number a flow must beat,
 in the same standardised units.
@@ -25,12 +29,14 @@ in the same standardised units.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ._fetch import default_data_dir
+from ._fetch import default_data_dir, sha256_file
 
 __all__ = [
     "TabularSplits",
@@ -38,6 +44,8 @@ __all__ = [
     "load_miniboone",
     "miniboone_path",
     "load_breast_cancer",
+    "miniboone_provenance",
+    "breast_cancer_provenance",
     "MINIBOONE_DIM",
     "gaussian_nll",
 ]
@@ -166,13 +174,54 @@ def load_breast_cancer(*, shuffle_seed: int | None = 0, dtype=np.float64) -> Tab
     """
     from sklearn.datasets import load_breast_cancer as _sklearn_breast_cancer
 
+    _check_shuffle_seed(shuffle_seed)
     data = _sklearn_breast_cancer().data
     if shuffle_seed is not None:
-        if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0:
-            raise ValueError(f"shuffle_seed must be an int >= 0 or None, got {shuffle_seed!r}")
         data = data[np.random.default_rng(shuffle_seed).permutation(len(data))]
     splits = split_and_standardize(data, name="breast_cancer", dtype=dtype)
     return dataclasses.replace(splits, shuffle_seed=shuffle_seed)
+
+
+def _check_shuffle_seed(shuffle_seed) -> None:
+    if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int)
+                                     or shuffle_seed < 0):
+        raise ValueError(f"shuffle_seed must be an int >= 0 or None, got {shuffle_seed!r}")
+
+
+def miniboone_provenance(path: str | os.PathLike | None = None, *, data_dir: str | os.PathLike | None = None) -> dict:
+    """What `load_miniboone` loads from `path` (for a run record's `data` field).
+
+    No checksum is pinned for the user-supplied file, so its sha256 is computed (about 12 MB to read).
+
+    **Arguments** as for `load_miniboone`.
+
+    **Returns** `{"source": ..., "files": {file name: sha256, or None when the file is not there}}`.
+    """
+    path = Path(path) if path is not None else miniboone_path(data_dir)
+    return {"source": "MINIBOONE as preprocessed by MAF (a user-supplied file)",
+            "files": {path.name: sha256_file(path) if path.is_file() else None}}
+
+
+def breast_cancer_provenance(shuffle_seed: int | None = 0) -> dict:
+    """What `load_breast_cancer(shuffle_seed=...)` loads (for a run record's `data` field); imports no scikit-learn.
+
+    **Returns** `{"source": "scikit-learn <version> load_breast_cancer ...", "files": {"breast_cancer.csv":
+    sha256}, "settings": {"shuffle_seed": ...}}`: the sha256 of the CSV file the installed scikit-learn
+    reads (computed, 120 kB; None when scikit-learn is not installed).
+
+    **Raises** `ValueError` naming `shuffle_seed` when it is not an int >= 0 or None.
+    """
+    _check_shuffle_seed(shuffle_seed)
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "breast_cancer.csv" if spec and spec.origin else None
+    try:
+        version = importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"source": f"scikit-learn {version} load_breast_cancer (Breast Cancer Wisconsin Diagnostic, "
+                      "569 x 30; not MINIBOONE)",
+            "files": {"breast_cancer.csv": sha256_file(csv) if csv is not None and csv.is_file() else None},
+            "settings": {"shuffle_seed": shuffle_seed}}
 
 
 def gaussian_nll(train, x) -> np.ndarray:

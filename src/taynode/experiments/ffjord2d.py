@@ -145,6 +145,12 @@ class FFJORD2D(Experiment):
         """Nothing to load: the points are drawn from `cfg` (a sweep shares this over densities)."""
         return {}
 
+    def data_provenance(self, cfg):
+        """No files: `train_size` points of `cfg.density` drawn with the run's `seed`, `test_size` with `TEST_SEED`."""
+        return {"source": f"taynode.data.toy2d sampler {cfg.density!r} (no files)", "files": {},
+                "settings": {"density": cfg.density, "seed": cfg.seed, "train_size": cfg.train_size,
+                             "test_size": cfg.test_size, "test_seed": TEST_SEED}}
+
     def train_arrays(self, cfg, data):
         """`train_size` points of `cfg.density` drawn with the run's seed."""
         return sample_toy2d(cfg.density, cfg.train_size, seed=cfg.seed, dtype=np.dtype(cfg.dtype))

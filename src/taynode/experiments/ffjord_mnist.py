@@ -177,6 +177,15 @@ class FFJORDMNIST(Experiment):
 
         return load_mnist(progress=progress)
 
+    def data_provenance(self, cfg):
+        """The four MNIST files; `image_size`, the first `train_size` training and `test_size` test images,
+        the seeds of the test images' and the baseline's dequantisation, and the logit transform's α."""
+        from ..data.mnist import provenance
+
+        return {**provenance(), "settings": {"image_size": cfg.image_size, "train_size": cfg.train_size,
+                                             "test_size": cfg.test_size, "test_seed": TEST_SEED,
+                                             "baseline_seed": BASELINE_SEED, "logit_alpha": ALPHA}}
+
     def train_arrays(self, cfg, data):
         return downsample(data["train_images"][: cfg.train_size], cfg.image_size)[..., None]
 

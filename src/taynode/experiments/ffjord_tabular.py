@@ -40,7 +40,13 @@ import numpy as np
 from .._checks import check_ints
 from ..cnf import CNF, ConcatSquashMLP, draw_probe, standard_normal_log_prob
 from ..configs import ExperimentConfig, field
-from ..data.tabular import gaussian_nll, load_breast_cancer, load_miniboone
+from ..data.tabular import (
+    breast_cancer_provenance,
+    gaussian_nll,
+    load_breast_cancer,
+    load_miniboone,
+    miniboone_provenance,
+)
 from ..evaluation import final_state
 from ..experiment import Experiment, Problem
 from ..models import as_field
@@ -157,6 +163,18 @@ class FFJORDTabular(Experiment):
             raise ValueError(f"train_size must be at most the {len(splits.train)} training rows of {cfg.data}, "
                              f"got {cfg.train_size}")
         return splits
+
+    def data_provenance(self, cfg):
+        """The data set's file (MINIBOONE's `data_path`, or the CSV of the installed scikit-learn), the
+        split seed, and the first `train_size` training rows; the split rule (MAF's) is fixed."""
+        if cfg.data == "miniboone":
+            out = miniboone_provenance(cfg.data_path or None)
+            settings = {"data_path": cfg.data_path}
+        else:
+            out = breast_cancer_provenance(cfg.split_seed)
+            settings = {}
+        return {"source": out["source"], "files": out["files"],
+                "settings": {"data": cfg.data, **settings, "split_seed": cfg.split_seed, "train_size": cfg.train_size}}
 
     def _splits(self, cfg, data):
         """`data` when it is the run's split, else the run's split loaded afresh (a sweep loads data once

@@ -149,6 +149,14 @@ class MNIST(Experiment):
 
         return load_mnist(progress=progress)
 
+    def data_provenance(self, cfg):
+        """The four MNIST files; the first `train_size` training images are trained on, the first
+        `eval_test_size` test and `eval_train_size` training images give the reported accuracy and loss."""
+        from ..data.mnist import provenance
+
+        return {**provenance(), "settings": {"train_size": cfg.train_size, "eval_train_size": cfg.eval_train_size,
+                                             "eval_test_size": cfg.eval_test_size}}
+
     def train_arrays(self, cfg, data):
         n = cfg.train_size
         return (_prepare(data["train_images"][:n], np.dtype(cfg.dtype)), data["train_labels"][:n].astype(np.int32))

@@ -85,6 +85,8 @@ FEATURES = 37
 TEST_PATIENTS = 1599
 #: implausible-value rules of `taynode.data.physionet.load_physionet`
 IMPLAUSIBLE_RULES = ("physiological", "drop", "keep")
+#: the other arguments of `load_physionet`, the same for every run: the split's seed and test share, the hourly grid
+LOADER = {"seed": 0, "test_fraction": 0.2, "quantization_minutes": 60}
 _HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(ExperimentConfig)}
 
 
@@ -321,9 +323,19 @@ class PhysioNetExperiment(Experiment):
     def load_data(self, cfg, progress=True):
         from ..data.physionet import load_physionet
 
-        data = load_physionet(implausible=cfg.implausible, progress=progress)
+        data = load_physionet(**LOADER, implausible=cfg.implausible, progress=progress)
         np.testing.assert_allclose(data.train.times, np.linspace(0, 1, len(data.train.times)))
         return data
+
+    def data_provenance(self, cfg):
+        """The four challenge files, the parsed grid's cache key, the loader's settings (`LOADER`, the
+        rule `cfg.implausible` and its ranges), the first `train_size` training patients and the first
+        `eval_test_size` test patients (0: all) of the reported metrics."""
+        from ..data.physionet import provenance
+
+        out = provenance(**LOADER, implausible=cfg.implausible)
+        out["settings"] |= {"train_size": cfg.train_size, "eval_test_size": cfg.eval_test_size}
+        return out
 
     @staticmethod
     def _check_rule(cfg, data):

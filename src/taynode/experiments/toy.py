@@ -152,6 +152,11 @@ class Toy(Experiment):
         _, z0, target = make_problem(dataclasses.replace(cfg, dtype=cfg.eval_dtype))
         return {"z0": np.asarray(z0), "target": np.asarray(target)}
 
+    def data_provenance(self, cfg):
+        """No files: the `train_size` points evenly spaced in [-z_range, z_range] (also the evaluation points)."""
+        return {"source": "the map z(0) -> z(0) + z(0)^3 at evenly spaced points z(0) (no files)", "files": {},
+                "settings": {"train_size": cfg.train_size, "z_range": cfg.z_range}}
+
     def train_arrays(self, cfg, data):
         return (data["z0"].astype(cfg.dtype), data["target"].astype(cfg.dtype))
 

@@ -80,6 +80,10 @@ def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
     record = json.loads(path.read_text())
     assert record["experiment"] == "toy" and record["config"]["epochs"] == 20
     assert record["eval_time_s"] > 0  # the prediction time of the test split
+    # the data it saw: the 32 evenly spaced points of the smoke preset in [-1, 1], no files
+    cfg = TOY.config("smoke", reg="taylor", lam=1e-2, epochs=20, eval_rtol=1e-6, eval_atol=1e-6)
+    assert record["data"] == TOY.data_provenance(cfg)
+    assert record["data"]["files"] == {} and record["data"]["settings"] == {"train_size": 32, "z_range": 1.0}
     assert [h["step"] for h in record["history"]] == [2 * i for i in range(1, 11)]
     capsys.readouterr()
     assert main(["eval", "toy", str(path)]) == 0
@@ -147,6 +151,7 @@ def test_a_training_solve_that_reaches_max_steps_is_recorded_as_diverged(tmp_pat
     record = json.loads(runner.diverged_path(tmp_path, TOY.run_name(cfg)).read_text())
     d = record["diverged"]
     assert d["cause"] == "solver" and d["step"] == 0 and d["epoch"] == 0 and "max_steps=2" in d["message"]
+    assert record["data"] == TOY.data_provenance(cfg)
     assert not (tmp_path / f"{TOY.run_name(cfg)}.json").exists()
 
 

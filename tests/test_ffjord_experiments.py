@@ -192,6 +192,7 @@ def test_tabular_run_keeps_the_parameters_with_the_lowest_validation_nll(tmp_pat
     exp = REGISTRY["ffjord_tabular"]
     cfg = exp.config("smoke", epochs=3, eval_every=1, lr=0.05)
     record = runner.train(exp, cfg, out_dir=tmp_path, ckpt_root=tmp_path / "ckpt", progress=False)
+    assert record["data"] == exp.data_provenance(cfg) and list(record["data"]["files"]) == ["breast_cancer.csv"]
     vals = [h["eval"]["val_loss"] for h in record["history"] if "eval" in h]
     assert len(vals) == cfg.num_steps
     assert record["metrics"]["val_loss"] == min(vals)

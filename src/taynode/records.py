@@ -4,7 +4,12 @@ A record is one JSON file. Every record carries its provenance (`provenance()`):
 whether the working tree differed from it and which files did, the machine and the library
 versions, and the date. A run record adds the experiment, the run name, the full config,
 timings, metrics, the training history and the file of its final parameters (written beside
-it with `flax.serialization`).
+it with `flax.serialization`), and the data it saw, `data` (`Experiment.data_provenance`):
+`source`, `files` (`{raw file name: sha256}`: the pinned checksums the loader verifies, or the
+file's own where none is pinned), `settings` (every config field and loader constant that changes
+the data: sizes, seeds, cleaning rules) and, where the loader caches derived data, `cache_key`. A
+diverged run's record carries `data` too. Records written before `data` existed lack it; they are
+still schema 2.
 
 Schema 2 (current). Records of schema 1 were migrated on disk: their `source_dirty` is
 `true` with `dirty_paths: null` where the commit carried a `-dirty` suffix, because schema 1

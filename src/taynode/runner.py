@@ -74,6 +74,10 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     resume from them), each evaluates the model, and process 0 alone writes the record and the
     parameters.
 
+    The record's `data` field is `exp.data_provenance(cfg)`: where the data come from, the raw
+    files' sha256 and the settings that change the data. With `data` given, it still describes
+    what `exp.load_data(cfg)` loads (as `sweep` passes); the given data are not inspected.
+
     **Returns** the run record (also written to `out_dir/<run name>.json`, default
     `results/<experiment>`, with the final parameters in `<run name>.msgpack` beside it).
     """
@@ -83,6 +87,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     mesh = parallel.make_mesh(n_devices)
     out_dir = Path(out_dir or Path("results") / exp.name)
     data = exp.load_data(cfg, progress=progress) if data is None else data
+    data_used = exp.data_provenance(cfg)  # the data: source, raw files' sha256, the settings that change it
     t_wall = time.perf_counter()
     load_start = os.getloadavg()
     head = provenance()  # the code that trains, even if the tree changes during the run
@@ -124,6 +129,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
                 "diverged": {"cause": e.cause, "step": e.step, "epoch": e.epoch, "loss": str(e.loss),
                              "last_good_checkpoint": e.last_good, "message": str(e)},
                 "config": dataclasses.asdict(cfg),
+                "data": data_used,
             })
         raise
     metrics = info["final_eval"] or timed_eval(state["params"], False)
@@ -153,6 +159,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         # comparable between runs that had the machine to themselves
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "config": dataclasses.asdict(cfg),
+        "data": data_used,
         "metrics": metrics,
         "history": history,
         "params_file": params_path.name,

@@ -105,9 +105,11 @@ def test_every_diverged_record_names_its_run_step_and_tree_and_has_no_model():
         exp = REGISTRY[record["experiment"]]
         assert exp.run_name(config_from_dict(exp.Config, record["config"])) == path.stem
         d = record["diverged"]
-        assert isinstance(d["step"], int) and d.get("cause", "loss") in ("loss", "solver"), path
+        assert isinstance(d["step"], int) and d.get("cause", "loss") in ("loss", "gradient", "solver"), path
         if d.get("cause", "loss") == "loss":  # a non-finite loss; records before `cause` are of this kind
             assert not math.isfinite(float(d["loss"])), path
+        elif d["cause"] == "gradient":  # a finite loss whose gradient was not
+            assert math.isfinite(float(d["loss"])) and "gradient became non-finite" in d["message"], path
         else:  # the training solve reached its max_steps
             assert d["loss"] == "None" and "max_steps" in d["message"], path
         assert not (path.parent.parent / f"{path.stem}.json").exists()  # no finished run of the same name

@@ -103,6 +103,55 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert meta["step"] == 4
 
 
+def test_a_non_finite_gradient_stops_before_its_update_and_keeps_the_last_good_checkpoint(tmp_path):
+    ns = _ns()
+    calls = [0]
+
+    def step(state, batch, key, step_index):  # the step's update made from a NaN gradient
+        calls[0] += 1
+        new, m = ns["step"](state, batch, key, step_index)
+        if calls[0] == 5:
+            new = {**new, "params": new["params"] * jnp.nan}
+            m = {**m, "grads_finite": 0.0}
+        return new, m
+
+    loop = LoopConfig(num_steps=10, steps_per_epoch=4, log_every=1, checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match=r"gradient became non-finite at step 4 .*checkpoint \(step 4") as e:
+        fit(ns["init"](), step, ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path, progress=False)
+    assert e.value.cause == "gradient" and np.isfinite(e.value.loss) and e.value.step == 4
+    assert latest_checkpoint(tmp_path) == 4
+
+
+def test_the_train_step_reports_a_non_finite_gradient():
+    """A loss whose value is finite and whose gradient is not: mse + sqrt(0 · mse), d/dp = ... · 0/0."""
+    import dataclasses
+
+    import jax.random as jr
+
+    from taynode.experiments import REGISTRY
+    from taynode.objective import make_train_step
+    from taynode.optim import make_optimizer
+
+    toy = REGISTRY["toy"]
+
+    class NaNGradient(type(toy)):
+        def loss(self, cfg, params, batch, sol, key, step):
+            mse, aux = super().loss(cfg, params, batch, sol, key, step)
+            return mse + jnp.sqrt(0.0 * mse), aux
+
+    cfg = toy.config("smoke")
+    data = toy.load_data(cfg, progress=False)
+    batch = toy.train_arrays(cfg, data)
+    params = toy.init_params(cfg, jr.PRNGKey(0))
+    opt = make_optimizer(cfg)
+    state = {"params": params, "opt_state": opt.init(params)}
+    for exp, finite in ((toy, 1.0), (NaNGradient(), 0.0)):
+        new, m = make_train_step(exp, dataclasses.replace(cfg), opt)(state, batch, jr.PRNGKey(1), 0)
+        assert np.isfinite(float(m["loss"])) and float(m["grads_finite"]) == finite
+        params_finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(new["params"]))
+        assert params_finite == (finite == 1.0)
+
+
 def test_loop_config_validation():
     with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         LoopConfig(num_steps=0, steps_per_epoch=1)

@@ -39,7 +39,8 @@ def make_loss(exp: Experiment, cfg, regularization=None):
 
 def make_train_step(exp: Experiment, cfg, opt: optax.GradientTransformation, regularization=None):
     """The jitted `step(state, batch, key, step) -> (state, metrics)` with `state = {params, opt_state}`
-    (`regularization`: as `make_loss`'s)."""
+    (`regularization`: as `make_loss`'s). `metrics["grads_finite"]` is 1.0 when every gradient entry is
+    finite, else 0.0 (the training loop stops on it: a non-finite gradient makes the parameters so)."""
     loss_fn = make_loss(exp, cfg, regularization)
 
     @jax.jit
@@ -47,6 +48,8 @@ def make_train_step(exp: Experiment, cfg, opt: optax.GradientTransformation, reg
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key, step)
         updates, opt_state = opt.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {"params": params, "opt_state": opt_state}, {"loss": loss, **aux}
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        metrics = {"loss": loss, **aux, "grads_finite": finite.astype(loss.dtype)}
+        return {"params": params, "opt_state": opt_state}, metrics
 
     return train_step

@@ -7,8 +7,8 @@
 - Checkpoints are written with orbax (atomically: a run killed mid-save leaves the previous
   checkpoint intact) every `checkpoint_every` steps and at the end, together with the history
   and the accumulated training time.
-- A non-finite loss, or a training solve that fails (it reaches its `max_steps`), stops the run
-  with `TrainingDiverged`; no checkpoint is written after it, so the last good one is kept.
+- A non-finite loss or gradient, or a training solve that fails (it reaches its `max_steps`), stops
+  the run with `TrainingDiverged`; no checkpoint is written after it, so the last good one is kept.
 - Model selection (`select`): the parameters of the evaluation with the lowest value of one
   metric are kept, and checkpointed with their step and metrics, so a resumed run selects what
   the uninterrupted one would.
@@ -38,9 +38,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became non-finite, or a training solve failed; the message names the step and the
     checkpoint kept.
 
-    `cause`: `"loss"` (non-finite loss) or `"solver"` (the step's solve reached its `max_steps`);
-    `step`, `epoch`: where; `loss`: the non-finite value (None for a solver failure); `last_good`: the
-    step of the newest checkpoint kept (None if none was written)."""
+    `cause`: `"loss"` (non-finite loss), `"gradient"` (finite loss, non-finite gradient) or `"solver"`
+    (the step's solve reached its `max_steps`); `step`, `epoch`: where; `loss`: the step's loss (None for
+    a solver failure); `last_good`: the step of the newest checkpoint kept (None if none was written)."""
 
     def __init__(self, message: str, *, step: int | None = None, epoch: int | None = None,
                  loss: float | None = None, last_good: int | None = None, cause: str = "loss"):
@@ -226,6 +226,13 @@ def fit(
                     f"checkpoint ({where}) is kept", step=step, epoch=epoch, last_good=last_good, cause="solver",
                 ) from None
             dt = time.perf_counter() - t0
+            if math.isfinite(loss) and float(metrics.get("grads_finite", 1.0)) == 0.0:
+                raise TrainingDiverged(
+                    f"the gradient became non-finite at step {step} (epoch {epoch}; loss {loss:.6g}); the update "
+                    f"is not applied and the last good checkpoint ({where}) is kept: lower the learning rate or "
+                    "λ, or tighten the solver tolerance",
+                    step=step, epoch=epoch, loss=loss, last_good=last_good, cause="gradient",
+                )
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at step {step} (epoch {epoch}); the last good checkpoint ({where}) is kept: "

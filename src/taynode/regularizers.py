@@ -391,10 +391,17 @@ class Stiffness(AbstractSolverHeuristic):
         g6 = jtu.tree_map(lambda y, k: y + jnp.tensordot(jnp.asarray(a6, k.dtype), k[:5], axes=1), step.y0, step.k)
         dk = jtu.tree_map(lambda k: k[6] - k[5], step.k)  # h·(f(t1, g_7) − f(t1, g_6))
         dg = jtu.tree_map(jnp.subtract, step.y1, g6)
+        # The ratio of two small squares, in the widest float available: in float32, ‖g_7 − g_6‖²·h² can
+        # come near the smallest normal number, where the ratio's gradient (∝ 1/den²) overflows.
+        wide = jnp.promote_types(jnp.result_type(*jtu.tree_leaves(dg)), jnp.float64 if jax.config.jax_enable_x64
+                                 else jnp.float32)
+        dk, dg = (jtu.tree_map(lambda x: x.astype(wide), t) for t in (dk, dg))
+        h = jnp.asarray(step.t1 - step.t0, wide)
         num = per_example_mean_square(dk, batched)
-        den = per_example_mean_square(dg, batched) * (step.t1 - step.t0) ** 2
+        den = per_example_mean_square(dg, batched) * h**2
         positive = den > 0
-        return _safe_sqrt(num / jnp.where(positive, den, 1)) * positive
+        out = _safe_sqrt(num / jnp.where(positive, den, 1)) * positive
+        return out.astype(jnp.result_type(*jtu.tree_leaves(step.y1)))
 
 
 def steer_end_time(key, t1: float, b: float, *, t0: float = 0.0):

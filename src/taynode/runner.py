@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from .experiment import Experiment
 from .objective import make_train_step
 from .optim import make_optimizer
 from .records import load_record, provenance, save_record
-from .train import LoopConfig, TrainingDiverged, fit, restore_checkpoint
+from .train import LoopConfig, TrainingDiverged, equinox_message, fit, restore_checkpoint
 
 __all__ = ["train", "diverged_path", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table",
            "summary_line", "enable_dtype", "evaluate_run", "error_line"]
@@ -37,11 +36,10 @@ def enable_dtype(cfg) -> None:
 def error_line(error: BaseException) -> str:
     """The one-line reason of an error: an equinox run-time error's own message (its text also holds stack
     traces and advice), else the first line of the error's text."""
-    text = str(error)
-    found = re.search(r"EquinoxRuntimeError: (.+)", text)
+    found = equinox_message(error)
     if found:
-        return found.group(1).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return found
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
 
@@ -241,7 +239,7 @@ def summary_line(exp: Experiment, run: str, metrics: dict) -> str:
 
 
 def diverged_path(out_dir, run_name: str) -> Path:
-    """Where the record of a run whose loss became non-finite, or whose training solve failed, goes:
+    """Where the record of a run whose loss or gradient became non-finite, or whose training solve failed, goes:
     `<out_dir>/diverged/<run name>.json` (a folder of its own, so that the finished runs'
     `<out_dir>/*.json` do not include it)."""
     return Path(out_dir) / "diverged" / f"{run_name}.json"
@@ -264,8 +262,8 @@ def sweep(exp: Experiment, preset: str = "cpu", runs: str = "full", seeds=None, 
     """Train every run of a sweep in turn; skip those whose record exists, resume the rest.
 
     Safe to kill and restart: finished runs are kept, the interrupted one resumes from its
-    newest checkpoint. A run whose loss becomes non-finite, or whose training solve fails (it reaches
-    its `max_steps`), leaves `diverged/<run name>.json` and the sweep goes on; a later sweep skips it
+    newest checkpoint. A run whose loss or gradient becomes non-finite, or whose training solve fails
+    (it reaches its `max_steps`), leaves `diverged/<run name>.json` and the sweep goes on; a later sweep skips it
     (delete that record to try it again).
     **Returns** the paths of the finished runs' records.
     """

@@ -48,11 +48,17 @@ class TrainingDiverged(RuntimeError):
         self.step, self.epoch, self.loss, self.last_good, self.cause = step, epoch, loss, last_good, cause
 
 
+def equinox_message(error: BaseException) -> str | None:
+    """The one-line message of an equinox run-time error raised inside a compiled function (its text
+    also holds stack traces and advice), else None."""
+    found = re.search(r"EquinoxRuntimeError: (.+)", str(error))
+    return found.group(1).strip() if found else None
+
+
 def solver_failure(error: BaseException) -> str | None:
     """The one-line reason when `error` is a compiled solve's max_steps failure (`taynode.solve`'s
     run-time check), else None."""
-    found = re.search(r"EquinoxRuntimeError: (.+)", str(error))
-    line = found.group(1).strip() if found else None
+    line = equinox_message(error)
     return line if line and "max_steps" in line else None
 
 

@@ -259,3 +259,27 @@ def test_steer_training_loss_solves_to_the_drawn_end_time_and_evaluation_to_t1(k
     assert loss == pytest.approx(float(jnp.mean((sol.y1 - batch[1]) ** 2)), rel=1e-9)
     assert loss != pytest.approx(float(make_loss(exp, plain)(params, batch, key, 0)[0]), rel=1e-6)
     assert evaluate(exp, steer, params, data)["test_nfe"] == evaluate(exp, plain, params, data)["test_nfe"]
+
+
+def test_stiffness_of_a_float32_step_whose_squares_underflow():
+    # A float32 step on y' = −50 y (exact stiffness 50) whose stage differences are about 1e-20: their
+    # squares (~1e-40, times h² ~1e-44) are below float32's smallest normal number, so a ratio formed in
+    # float32 loses both terms. The estimate, formed in float64 where enabled, keeps S = 50. With the
+    # stages held fixed, S = ‖k7 − k6‖ / (h‖y1 − g6‖) and g6 = 0, so dS/dy1 = −S · y1/‖y1‖² in closed form.
+    from taynode.regularizers import SolverStep
+
+    lam, h = 50.0, 1e-2
+    y1 = jnp.asarray(np.array([1.0, -2.0, 0.5]) * 1e-20, jnp.float32)
+    k = jnp.zeros((7, 3), jnp.float32).at[6].set(-h * lam * y1)  # k_i = h·f(g_i): g_1..g_6 = 0, g_7 = y1
+    zero = jnp.zeros(3, jnp.float32)
+
+    def estimate(y):
+        step = SolverStep(diffrax.Dopri5(), jnp.float32(0.0), jnp.float32(h), zero, y, zero, k, TOL, TOL)
+        return Stiffness().estimate(step, batched=False)
+
+    assert float(jnp.sum(jnp.square(y1)) * h**2) == 0.0  # the squares underflow in float32
+    value, grad = jax.value_and_grad(estimate)(y1)
+    assert value.dtype == jnp.float32
+    np.testing.assert_allclose(float(value), lam, rtol=1e-6)
+    y = np.asarray(y1, np.float64)
+    np.testing.assert_allclose(np.asarray(grad, np.float64), -lam * y / np.sum(y**2), rtol=1e-5)

@@ -199,7 +199,7 @@ def test_mnist_gaussian_baseline_is_the_logit_space_gaussian_in_bits_per_dim():
 
     exp = REGISTRY["ffjord_mnist"]
     data = _fake_mnist()
-    cfg = exp.config("smoke", train_size=300, dtype="float64")
+    cfg = exp.config("smoke", images="mnist", image_size=14, train_size=300, test_size=4, dtype="float64")
     pixels = ffjord_mnist.downsample(data["train_images"], 14).reshape(300, 196).astype(np.float64)
     u = np.random.default_rng(ffjord_mnist.BASELINE_SEED).uniform(1e-15, 1 - 1e-15, size=pixels.shape)
     train, _ = (np.asarray(v) for v in ffjord_mnist.logit_transform(jnp.asarray((pixels + u) / 256), 1e-5))
@@ -209,6 +209,31 @@ def test_mnist_gaussian_baseline_is_the_logit_space_gaussian_in_bits_per_dim():
     expected = np.mean(-(logp / 196 - np.log(256)) / np.log(2))
     assert ffjord_mnist.gaussian_baseline_bpd(cfg, data) == pytest.approx(expected, rel=1e-9)
     assert ffjord_mnist.gaussian_baseline_bpd(dataclasses.replace(cfg, train_size=100), data) is None
+
+
+def test_digits_gaussian_baseline_counts_17_grey_levels():
+    """The digits' pixels take 17 values: dequantised as (pixel + u)/17 and scored per level of 17 (scipy's fit,
+    bits/dim by hand); the split is 1200 / 197 / 400 images of 8×8 in 0…16."""
+    from scipy.stats import multivariate_normal
+
+    from taynode.cnf import inverse_logit_transform
+
+    exp = REGISTRY["ffjord_mnist"]
+    cfg = exp.config("cpu", dtype="float64")
+    data = exp.load_data(cfg)
+    assert [data[f"{s}_images"].shape for s in ("train", "validation", "test")] == [(1200, 8, 8), (197, 8, 8),
+                                                                                     (400, 8, 8)]
+    assert max(int(data[f"{s}_images"].max()) for s in ("train", "test")) == 16
+    pixels = data["train_images"].reshape(1200, 64).astype(np.float64)
+    u = np.random.default_rng(ffjord_mnist.BASELINE_SEED).uniform(1e-15, 1 - 1e-15, size=pixels.shape)
+    train, _ = (np.asarray(v) for v in ffjord_mnist.logit_transform(jnp.asarray((pixels + u) / 17), 1e-5))
+    test = exp.eval_arrays(cfg, data)
+    x = np.asarray(inverse_logit_transform(jnp.asarray(test["y"]), 1e-5)).reshape(400, 64)
+    assert np.array_equal(np.floor(x * 17), data["test_images"].reshape(400, 64))  # dequantised within its level
+    y = np.asarray(test["y"]).reshape(400, 64)
+    logp = multivariate_normal(train.mean(0), np.cov(train, rowvar=False, ddof=0)).logpdf(y) + test["logdet"]
+    expected = np.mean(-(logp / 64 - np.log(17)) / np.log(2))
+    assert ffjord_mnist.gaussian_baseline_bpd(cfg, data) == pytest.approx(expected, rel=1e-9)
 
 
 def _perturbed_params(exp, cfg, scale=0.3):
@@ -224,7 +249,8 @@ def test_mnist_test_trace_exact_is_deterministic_and_hutchinson_is_an_independen
     """16 copies of one image: the exact trace gives one value; Hutchinson gives a different value per
     copy (independent probes) whose mean is the exact value within 4 standard errors (unbiased)."""
     exp = REGISTRY["ffjord_mnist"]
-    cfg = exp.config("smoke", dtype="float64", eval_rtol=1e-6, eval_atol=1e-6)
+    cfg = exp.config("smoke", images="mnist", image_size=14, test_size=4, dtype="float64", eval_rtol=1e-6,
+                     eval_atol=1e-6)
     params = _perturbed_params(exp, cfg)
     y = jnp.broadcast_to(jnp.asarray(exp.eval_arrays(cfg, _fake_mnist())["y"][:1]), (16, 14, 14, 1))
     exact = np.asarray(ffjord_mnist.test_log_prob(cfg, params, y, jr.PRNGKey(0)))

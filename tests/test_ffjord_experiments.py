@@ -169,8 +169,17 @@ def test_mnist_downsample_is_the_rounded_block_mean():
 
 
 def test_mnist_bad_image_size_is_a_one_line_error():
-    with pytest.raises(ValueError, match=r"^image_size must be 14 or 28, got 20$"):
-        REGISTRY["ffjord_mnist"].config("smoke", image_size=20)
+    with pytest.raises(ValueError, match=r"^image_size must be 28 or 14 for images='mnist', got 20$"):
+        REGISTRY["ffjord_mnist"].config("smoke", images="mnist", image_size=20)
+    with pytest.raises(ValueError, match=r"^image_size must be 8 for images='digits', got 14$"):
+        REGISTRY["ffjord_mnist"].config("smoke", image_size=14)
+    with pytest.raises(ValueError, match=r"^images must be one of \('mnist', 'digits'\), got 'cifar'$"):
+        REGISTRY["ffjord_mnist"].config("smoke", images="cifar")
+    exp = REGISTRY["ffjord_mnist"]
+    cfg = exp.config("smoke", train_size=1201)
+    with pytest.raises(ValueError, match=r"^train_size must be at most the 1200 train images of images='digits', "
+                                         r"got 1201$"):
+        exp.train_arrays(cfg, exp.load_data(cfg))
 
 
 @pytest.mark.slow
@@ -181,7 +190,8 @@ def test_mnist_flow_starts_as_the_identity():
     exp, cfg, data = _smoke("ffjord_mnist")
     params = exp.init_params(cfg, jr.PRNGKey(0))
     arrays = exp.eval_arrays(cfg, data)
-    expected = np.mean(bits_per_dim(standard_normal_log_prob(jnp.asarray(arrays["y"])) + arrays["logdet"], 196))
+    expected = np.mean(bits_per_dim(standard_normal_log_prob(jnp.asarray(arrays["y"])) + arrays["logdet"], 64,
+                                    levels=17))
     assert exp.metrics(cfg, params, data)["test_bpd"] == pytest.approx(float(expected), rel=1e-5)
 
 

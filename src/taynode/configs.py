@@ -34,6 +34,8 @@ LEGACY = {"taylor_method": lambda values: "jet", "eval_dtype": lambda values: va
           "dyn_init": lambda values: "lecun", "implausible": lambda values: "drop",
           # FFJORD tabular: the one split; FFJORD MNIST: one Hutchinson probe shared by the test images
           "split_seed": lambda values: 0, "test_trace": lambda values: "hutchinson",
+          # FFJORD images before the digits: MNIST
+          "images": lambda values: "mnist",
           # runs before STEER existed
           "steer_b": lambda values: 0.0}
 OPTIMIZERS = ("sgd", "adam", "adamax", "adamw")

@@ -35,7 +35,7 @@ shared by every test example, so that an example solved alone sees the same prob
 (`benchmarks/ffjord_step.py` times it), and so is the earlier 14×14 reduction (hidden channels
 16-16-16, batch 100: about 5 s a step, hours before it could approach its Gaussian baseline). The
 `cpu` preset is a stated reduction to a smaller real image set: the 8×8 digits, hidden channels
-16-16-16, batch 100 (see `PRESETS`).
+16-16-16, batch 100, 300 epochs (3600 steps), the validation bits/dim every 240 steps.
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ class FFJORDMNISTConfig(ExperimentConfig):
     eval_atol: float = field(1e-5, "absolute tolerance of evaluation")
     dtype: str = field("float32", "float32 (original) | float64")
     warmup_steps: int = field(100, "linear learning-rate warm-up (original: 1000)")
-    epochs: int = field(4, "passes over the training images")
+    epochs: int = field(300, "passes over the training images (cpu: 300 epochs of 12 steps)")
+    eval_every: int = field(240, "evaluate (validation bits/dim for model selection, on the digits) every this "
+                                 "many steps (0 = only at the end)")
+    checkpoint_every: int = field(240, "write a resumable checkpoint every this many steps")
     batch_size: int = field(100, "training batch size (original: 200)")
     train_size: int = field(1200, "training images used")
     nfe_examples: int = field(400, "test images of the joint-batch NFE (in batches of batch_size)")
@@ -130,15 +133,17 @@ class FFJORDMNISTConfig(ExperimentConfig):
 PRESETS = {
     "smoke": dict(train_size=20, batch_size=10, epochs=1, hidden=(4, 4), test_size=10, nfe_examples=10,
                   nfe_per_example=2, reg_examples=10, eval_chunk=10, warmup_steps=0),
+    # the defaults: the 8×8 digits, 300 epochs of 12 steps, validation every 240 steps
     "cpu": dict(),
-    "gpu": dict(images="mnist", image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200, train_size=60000,
-                epochs=10, warmup_steps=1000, test_size=10000, nfe_examples=1000, nfe_per_example=20,
-                reg_examples=1000, eval_chunk=200, test_trace="hutchinson"),
+    "gpu": dict(images="mnist", image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200,
+                train_size=60000, epochs=10, warmup_steps=1000, test_size=10000, nfe_examples=1000,
+                nfe_per_example=20, reg_examples=1000, eval_chunk=200, test_trace="hutchinson", eval_every=0,
+                checkpoint_every=100),
     # ffjord_mnist.py: Adam 1e-3 (1000-step warm-up, ÷10 at epoch 80), batch 200, 100 epochs
     "paper": dict(images="mnist", image_size=28, hidden=(64, 64, 64), conv_impl="conv", batch_size=200,
                   train_size=60000, epochs=100, warmup_steps=1000, lr_boundaries=(80,), lr_values=(1e-3, 1e-4),
                   test_size=10000, nfe_examples=1000, nfe_per_example=100, reg_examples=1000, eval_chunk=200,
-                  test_trace="hutchinson"),
+                  test_trace="hutchinson", eval_every=0, checkpoint_every=100),
 }
 
 SWEEPS = {"full": ({"reg": "none", "seed": 0}, {"reg": "taylor", "order": 2, "lam": 3e-4, "seed": 0})}

@@ -90,6 +90,33 @@ def _cli(args, tmp_path, devices=None):
     return proc.stdout
 
 
+MANY = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+    from taynode.cli import main
+
+    outs = []
+    for args in json.loads(sys.argv[1]):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(args)
+        assert rc in (0, None), (args, rc, buf.getvalue()[-2000:])
+        outs.append(buf.getvalue())
+    print("RESULT" + json.dumps(outs))
+    """
+)
+
+
+def _cli_many(commands, tmp_path, devices):
+    """Several `taynode` commands one after another in one fresh process on `devices` forced host devices
+    (one start-up, and compilations shared where the commands share them); their stdouts."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    proc = subprocess.run([sys.executable, "-c", MANY, json.dumps(commands)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
 def _json_of(stdout):
     return json.loads(stdout[stdout.index("\n{") + 1:])
 
@@ -98,17 +125,19 @@ def _json_of(stdout):
 def test_eval_does_not_depend_on_the_device_count(tmp_path):
     """A record trained on four devices evaluates on a one-device machine (the default --devices takes what
     the machine has), and --devices 1, 2, 4 give the same metrics: NFE equal, the rest to rounding."""
-    _cli(["train", "toy", "--preset", "smoke", "--epochs", "4", "--devices", "4", "--eval-rtol", "1e-6",
-          "--eval-atol", "1e-6", "--out", "out", "--ckpt-root", "ckpt", "--no-progress"], tmp_path, devices=4)
+    path = str(tmp_path / "out" / "toy_smoke_none_seed0.json")
+    # on four forced devices, in one process: train there, then evaluate with 1, 2 and 4 of them
+    outs = _cli_many([["train", "toy", "--preset", "smoke", "--epochs", "4", "--devices", "4", "--eval-rtol", "1e-6",
+                       "--eval-atol", "1e-6", "--out", "out", "--ckpt-root", "ckpt", "--no-progress"]]
+                     + [["eval", "toy", path, "--json", "--devices", n] for n in ("1", "2", "4")], tmp_path, devices=4)
     record = json.loads((tmp_path / "out" / "toy_smoke_none_seed0.json").read_text())
     assert record["devices_used"] == 4
-    path = str(tmp_path / "out" / "toy_smoke_none_seed0.json")
     one_device = _cli(["eval", "toy", path, "--json"], tmp_path)  # no forced devices: jax sees one
     assert ("matches the record to rtol 1e-06 (sharded over 1 device(s) in 1 process(es), the record's over 4 in 1)"
             in one_device)
     runs = {"machine of 1": _json_of(one_device)}
-    for n in ("1", "2", "4"):
-        runs[n] = _json_of(_cli(["eval", "toy", path, "--json", "--devices", n], tmp_path, devices=4))
+    for n, out in zip(("1", "2", "4"), outs[1:], strict=True):
+        runs[n] = _json_of(out)
 
     def same(a, b):
         if isinstance(a, dict):

@@ -128,19 +128,32 @@ SLOW = {
 }
 
 
+# The longest tests of `make slow` (each a minute or more of forced-device subprocesses on the project's
+# 2-core CPU) run first: two workers then share out the rest, instead of one of them starting a long
+# test while the other has nothing left to do.
+LONG_FIRST = (
+    "tests/test_distributed.py::test_two_processes_match_one_process_on_four_devices",
+    "tests/test_parallel.py::test_eval_does_not_depend_on_the_device_count",
+    "tests/test_parallel.py::test_four_host_devices_match_one",
+    "tests/test_parallel.py::test_sharded_toy_stays_with_the_one_device_run_for_300_steps",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     listed = {f"{path}::{name}" for path, names in SLOW.items() for name in names}
     for item in items:
         if item.nodeid in listed:
             item.add_marker(pytest.mark.slow)
+    rank = {nodeid: i for i, nodeid in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable: the rest keep their order
     # a test named on the command line (path::name) leaves the rest of its file uncollected
     if any("::" in str(arg) for arg in config.args):
         return
     collected = {item.nodeid for item in items}
     files = {nodeid.split("::")[0] for nodeid in collected}
-    stale = sorted(n for n in listed if n.split("::")[0] in files and n not in collected)
+    stale = sorted(n for n in listed | set(LONG_FIRST) if n.split("::")[0] in files and n not in collected)
     if stale:
-        raise pytest.UsageError(f"tests/conftest.py: SLOW lists tests that do not exist: {stale}")
+        raise pytest.UsageError(f"tests/conftest.py: SLOW or LONG_FIRST lists tests that do not exist: {stale}")
 
 
 @pytest.fixture

@@ -125,7 +125,14 @@ def test_every_committed_record_loads_into_its_experiment(path):
     exp = REGISTRY[record["experiment"]]
     cfg, params, _ = load_run(exp, path)
     assert exp.run_name(cfg) == record["run"]
-    assert jax_tree_size(params) == jax_tree_size(exp.init_params(cfg, __import__("jax").random.PRNGKey(0)))
+    assert jax_tree_size(params) == jax_tree_size(init_shapes(exp, cfg))
+
+
+def init_shapes(exp, cfg):
+    """The shapes of `exp.init_params(cfg, key)`, traced without running it (`jax.eval_shape`)."""
+    import jax
+
+    return jax.eval_shape(lambda key: exp.init_params(cfg, key), jax.random.PRNGKey(0))
 
 
 def jax_tree_size(tree):

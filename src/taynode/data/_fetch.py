@@ -472,3 +472,22 @@ def _download(url: str, dest: Path, *, timeout: float, progress: bool) -> None:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def sklearn_bundled_file(name: str) -> tuple[str | None, str | None]:
+    """The installed scikit-learn's version and the sha256 of a data file its wheel bundles
+    (`sklearn/datasets/data/<name>`), found without importing scikit-learn.
+
+    **Returns** `(version, sha256)`, each None when scikit-learn (or the file) is not installed.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / name if spec and spec.origin else None
+    try:
+        version = importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return version, sha256_file(path) if path is not None and path.is_file() else None
+

@@ -12,13 +12,9 @@ scikit-learn reads, computed).
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-from ._fetch import sha256_file
+from ._fetch import sklearn_bundled_file
 
 __all__ = ["load_digits", "digits_provenance", "LEVELS", "TEST_SIZE", "VALIDATION_SIZE", "SPLIT_SEED"]
 
@@ -54,13 +50,8 @@ def digits_provenance() -> dict:
     **Returns** `{"source": "scikit-learn <version> load_digits ...", "files": {"digits.csv.gz": sha256}}`
     (None when scikit-learn is not installed).
     """
-    spec = importlib.util.find_spec("sklearn")
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
-    try:
-        version = importlib.metadata.version("scikit-learn")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
+    version, sha256 = sklearn_bundled_file("digits.csv.gz")
     return {"source": f"scikit-learn {version} load_digits (8x8 handwritten digits, 17 grey levels, 1797 images; "
                       f"split {1797 - TEST_SIZE - VALIDATION_SIZE} / {VALIDATION_SIZE} / {TEST_SIZE} "
                       f"after a permutation seeded {SPLIT_SEED})",
-            "files": {"digits.csv.gz": sha256_file(path) if path is not None and path.is_file() else None}}
+            "files": {"digits.csv.gz": sha256}}

@@ -29,14 +29,12 @@ in the same standardised units.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ._fetch import default_data_dir, sha256_file
+from ._fetch import default_data_dir, sha256_file, sklearn_bundled_file
 
 __all__ = [
     "TabularSplits",
@@ -212,15 +210,10 @@ def breast_cancer_provenance(shuffle_seed: int | None = 0) -> dict:
     **Raises** `ValueError` naming `shuffle_seed` when it is not an int >= 0 or None.
     """
     _check_shuffle_seed(shuffle_seed)
-    spec = importlib.util.find_spec("sklearn")
-    csv = Path(spec.origin).parent / "datasets" / "data" / "breast_cancer.csv" if spec and spec.origin else None
-    try:
-        version = importlib.metadata.version("scikit-learn")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
+    version, sha256 = sklearn_bundled_file("breast_cancer.csv")
     return {"source": f"scikit-learn {version} load_breast_cancer (Breast Cancer Wisconsin Diagnostic, "
                       "569 x 30; not MINIBOONE)",
-            "files": {"breast_cancer.csv": sha256_file(csv) if csv is not None and csv.is_file() else None},
+            "files": {"breast_cancer.csv": sha256},
             "settings": {"shuffle_seed": shuffle_seed}}
 
 

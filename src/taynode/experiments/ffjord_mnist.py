@@ -59,6 +59,7 @@ from ..cnf import (
     standard_normal_log_prob,
 )
 from ..configs import ExperimentConfig, field
+from ..data import digits
 from ..experiment import Experiment, Problem
 from ..models import as_field
 
@@ -74,7 +75,7 @@ TEST_TRACES = ("exact", "hutchinson")
 #: the image sets, and the sizes each allows
 IMAGE_SETS = ("mnist", "digits")
 IMAGE_SIZES = {"mnist": (28, 14), "digits": (8,)}
-DIGIT_LEVELS = 17
+DIGIT_LEVELS = digits.LEVELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +225,7 @@ class FFJORDMNIST(Experiment):
 
     def load_data(self, cfg, progress=True):
         if cfg.images == "digits":
-            from ..data.digits import load_digits
-
-            return load_digits()
+            return digits.load_digits()
         from ..data import load_mnist
 
         return load_mnist(progress=progress)
@@ -236,7 +235,7 @@ class FFJORDMNIST(Experiment):
         training and `test_size` test images, the seeds of the test images' and the baseline's
         dequantisation, and the logit transform's α."""
         if cfg.images == "digits":
-            from ..data.digits import digits_provenance as provenance
+            provenance = digits.digits_provenance
         else:
             from ..data.mnist import provenance
 

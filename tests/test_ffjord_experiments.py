@@ -209,3 +209,7 @@ def test_tabular_run_keeps_the_parameters_with_the_lowest_validation_nll(tmp_pat
     _, params, _ = runner.load_run(exp, tmp_path / f"{record['run']}.json")
     data = exp.load_data(cfg, progress=False)
     assert exp.validation_loss(cfg, params, data) == pytest.approx(min(vals), rel=1e-10)
+    # `eval --check` recomputes the kept validation loss too, and reproduces the record exactly
+    from taynode.cli import main
+
+    assert main(["eval", "ffjord_tabular", str(tmp_path / f"{record['run']}.json"), "--check"]) == 0

@@ -114,14 +114,20 @@ def _cmd_eval(a) -> int:
     from . import parallel
     from .configs import config_from_dict
     from .evaluation import METHOD_RTOL, evaluate, metrics_match
-    from .runner import load_run, summary_line
+    from .runner import evaluate_run, load_run, summary_line
 
     exp = REGISTRY[a.experiment]
     cfg, params, record = load_run(exp, a.path)
     names = [f.name for f in dataclasses.fields(exp.Config) if _is_eval_field(f.name)]
     # the evaluation chunks are sharded over this machine's devices, not over those the run trained on
     cfg = dataclasses.replace(cfg, devices=a.devices, **_overrides(a, exp.Config, names))
-    metrics = evaluate(exp, cfg, params, exp.load_data(cfg, progress=False))
+    data = exp.load_data(cfg, progress=False)
+    if record is not None and "val_loss" in record["metrics"]:  # a run that kept its best validation loss
+        metrics = evaluate_run(exp, cfg, params, data, validation=True)
+        if "eval_failed" in metrics:
+            raise RuntimeError(f"the evaluation of {a.path} failed: {metrics['eval_failed']}")
+    else:
+        metrics = evaluate(exp, cfg, params, data)
     print(summary_line(exp, record["run"] if record else str(a.path), metrics))
     same = None
     if record is not None and not a.no_compare:

@@ -92,11 +92,13 @@ SLOW = {
         "test_model_shapes_and_size",
     ),
     "tests/test_sampled_rk.py": (
+        "test_mean_over_draws_is_the_integral_along_the_interpolant[2]",
         "test_sampled_and_exact_estimators_side_by_side",
         "test_the_gradient_matches_finite_differences_on_a_fixed_grid",
         "test_mean_over_draws_is_the_integral_along_the_interpolant[3]",
     ),
     "tests/test_cnf.py": (
+        "test_regularizers_see_z_only",
         "test_conv_field_starts_at_zero",
         "test_image_shaped_flow_closed_form",
         "test_blocked_exact_trace_of_an_image_flow_is_the_closed_form[5]",
@@ -108,6 +110,8 @@ SLOW = {
         "test_sample_then_log_prob_consistent",
     ),
     "tests/test_ffjord_experiments.py": (
+        "test_ffjord2d_initial_nll_is_that_of_the_standard_normal",
+        "test_tabular_training_uses_the_hutchinson_probe_and_evaluation_the_exact_trace",
         "test_the_regularisers_see_z_only[ffjord_tabular]",
         "test_the_regularisers_see_z_only[ffjord2d]",
     ),

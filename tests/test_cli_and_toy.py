@@ -89,6 +89,27 @@ def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
     assert main(["eval", "toy", str(path)]) == 0
     assert "matches the record" in capsys.readouterr().out
 
+    # check-records: the same re-evaluation over a folder, as a table that a second call does not redo
+    table = tmp_path / "checks.json"
+    assert main(["check-records", out, "--out", str(table), "--no-progress"]) == 0
+    assert "1 of 1 records reproduced (1 exactly, 0 to rtol)" in capsys.readouterr().out
+    (row,) = json.loads(table.read_text())["rows"]
+    assert (row["path"], row["same"], row["rtol"], row["differences"]) == (str(path), True, 0.0, [])
+    assert main(["check-records", out, "--out", str(table), "--no-progress"]) == 0
+    assert json.loads(table.read_text())["rows"] == [row]  # unchanged record: its row is kept as it was
+    # a record whose metric was edited is checked again and fails, naming the metric and both values
+    edited = json.loads(path.read_text())
+    edited["metrics"]["mse"] *= 1.5
+    path.write_text(json.dumps(edited))
+    assert main(["check-records", out, "--out", str(table), "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+    assert f"differs: {path}: mse: {record['metrics']['mse']!r} here, {edited['metrics']['mse']!r}" \
+        in printed and "0 of 1 records reproduced" in printed
+    (row,) = json.loads(table.read_text())["rows"]
+    assert not row["same"] and row["n_differences"] == 1 and row["differences"][0]["rel"] == pytest.approx(1 / 3)
+    assert main(["eval", "toy", str(path), "--check"]) == 2
+    assert "mse: " in capsys.readouterr().out
+
 
 def test_sweep_skips_finished_runs(tmp_path, capsys):
     from taynode.runner import sweep, sweep_configs

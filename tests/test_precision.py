@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from taynode.configs import config_from_dict
-from taynode.evaluation import cast_floats, evaluate, for_evaluation, metrics_match
+from taynode.evaluation import cast_floats, evaluate, for_evaluation, metrics_diff, metrics_match
 from taynode.experiments import REGISTRY
 from taynode.regularization import Regularization
 from taynode.regularizers import TaylorRK
@@ -86,15 +86,21 @@ def test_the_incremental_taylor_mode_is_the_default_everywhere():
         TOY.config("smoke", reg="taylor", order=2, lam=1.0, taylor_method="series")
 
 
-@pytest.mark.parametrize("a,b,rtol,same", [
-    ({"x": 1.0, "n": [3, 4]}, {"x": 1.0, "n": [3, 4]}, 0.0, True),
-    ({"x": 1.0}, {"x": 1.0 + 1e-12}, 0.0, False),
-    ({"x": 1.0}, {"x": 1.0 + 1e-12}, 1e-6, True),
-    ({"x": 1.0}, {"x": 1.01}, 1e-6, False),
-    ({"n": [3, 4]}, {"n": [3, 5]}, 1e-6, False),
-    ({"x": 1.0}, {"x": 1.0, "y": 2.0}, 1e-6, False),
-    ({"n": [3]}, {"n": [3, 4]}, 1e-6, False),
-    ({"s": "a"}, {"s": "b"}, 1e-6, False),
+@pytest.mark.parametrize("a,b,rtol,same,keys", [
+    ({"x": 1.0, "n": [3, 4]}, {"x": 1.0, "n": [3, 4]}, 0.0, True, []),
+    ({"x": 1.0}, {"x": 1.0 + 1e-12}, 0.0, False, ["x"]),
+    ({"x": 1.0}, {"x": 1.0 + 1e-12}, 1e-6, True, []),
+    ({"x": 1.0}, {"x": 1.01}, 1e-6, False, ["x"]),
+    ({"n": [3, 4]}, {"n": [3, 5]}, 1e-6, False, ["n[1]"]),
+    ({"x": 1.0}, {"x": 1.0, "y": 2.0}, 1e-6, False, ["y"]),
+    ({"n": [3]}, {"n": [3, 4]}, 1e-6, False, ["n"]),
+    ({"s": "a"}, {"s": "b"}, 1e-6, False, ["s"]),
+    ({"p": {"R2": 2.0, "R3": 5.0}, "q": 1}, {"p": {"R2": 2.5, "R3": 5.0}, "q": 2}, 1e-6, False, ["p.R2", "q"]),
 ])
-def test_metrics_match(a, b, rtol, same):
+def test_metrics_match(a, b, rtol, same, keys):
     assert metrics_match(a, b, rtol) is same
+    diff = metrics_diff(a, b, rtol)  # the differing leaves, by the same rule
+    assert [d["key"] for d in diff] == keys
+    if keys == ["p.R2", "q"]:
+        assert diff[0] == {"key": "p.R2", "got": 2.0, "recorded": 2.5, "rel": 0.2}
+        assert diff[1]["rel"] == 0.5

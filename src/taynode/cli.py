@@ -109,12 +109,7 @@ def _cmd_sweep(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    import jax
-
-    from . import parallel
-    from .configs import config_from_dict
-    from .evaluation import METHOD_RTOL, evaluate, metrics_match
-    from .runner import evaluate_run, load_run, summary_line
+    from .runner import compare_with_record, load_run, reevaluate, summary_line
 
     exp = REGISTRY[a.experiment]
     cfg, params, record = load_run(exp, a.path)
@@ -122,33 +117,48 @@ def _cmd_eval(a) -> int:
     # the evaluation chunks are sharded over this machine's devices, not over those the run trained on
     cfg = dataclasses.replace(cfg, devices=a.devices, **_overrides(a, exp.Config, names))
     data = exp.load_data(cfg, progress=False)
-    if record is not None and "val_loss" in record["metrics"]:  # a run that kept its best validation loss
-        metrics = evaluate_run(exp, cfg, params, data, validation=True)
-        if "eval_failed" in metrics:
-            raise RuntimeError(f"the evaluation of {a.path} failed: {metrics['eval_failed']}")
-    else:
-        metrics = evaluate(exp, cfg, params, data)
+    if a.check and (record is None or a.no_compare):
+        raise ValueError("--check compares with a run record: pass the record (.json), without --no-compare")
+    metrics = reevaluate(exp, cfg, params, record, data)
     print(summary_line(exp, record["run"] if record else str(a.path), metrics))
     same = None
     if record is not None and not a.no_compare:
-        recorded = config_from_dict(exp.Config, record["config"]).taylor_method
-        devices, recorded_devices = parallel.device_count(a.devices, cfg.batch_size), record.get("devices_used", 1)
-        # reductions across processes (gloo) round differently from those inside one process
-        same_layout = devices == recorded_devices and record.get("processes", 1) == jax.process_count()
-        exact = recorded == cfg.taylor_method and same_layout
-        rtol = 0.0 if exact else METHOD_RTOL
-        same = metrics_match(json.loads(json.dumps(metrics)), record["metrics"], rtol)
-        why = (f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
-               f"sharded over {devices} device(s) in {jax.process_count()} process(es), the record's over "
-               f"{recorded_devices} in {record.get('processes', 1)}")
-        how = "exactly" if rtol == 0 else f"to rtol {rtol:g} ({why})"
-        print(f"matches the record {how}" if same else "differs from the record (other evaluation settings or code)")
+        found = compare_with_record(cfg, metrics, record)
+        same, rtol = found["same"], found["rtol"]
+        how = "exactly" if rtol == 0 else f"to rtol {rtol:g} ({found['why']})"
+        print(f"matches the record {how}" if same else "differs from the record (other evaluation settings or code): "
+              + "; ".join(_difference(d) for d in found["differences"][:5]))
     if a.json:
         print(json.dumps(metrics, indent=2))
     if a.check and not same:
         raise ValueError(f"--check: the metrics of {a.path} were not reproduced "
                          + ("exactly" if rtol == 0 else f"to rtol {rtol:g}"))
     return 0
+
+
+def _difference(d: dict) -> str:
+    rel = f" (relative {d['rel']:.2g})" if d["rel"] is not None else ""
+    return f"{d['key']}: {d['got']!r} here, {d['recorded']!r} in the record{rel}"
+
+
+def _cmd_check_records(a) -> int:
+    from .check import check_records, record_paths
+
+    paths = record_paths(a.paths or ["results"])
+    if not paths:
+        raise ValueError(f"no run records in {' '.join(a.paths or ['results'])}: pass run records (.json) or "
+                         "folders holding them")
+    table = check_records(paths, a.out, redo=a.redo, progress=not a.no_progress, devices=a.devices)
+    wanted = {str(p) for p in paths}
+    rows = [r for r in table["rows"] if r["path"] in wanted]
+    failed = [r for r in rows if not r["same"]]
+    for r in failed:
+        why = r["error"] or "; ".join(_difference(d) for d in r["differences"][:3])
+        print(f"differs: {r['path']}: {why}")
+    exact = sum(r["same"] and r["rtol"] == 0 for r in rows)
+    print(f"{len(rows) - len(failed)} of {len(rows)} records reproduced ({exact} exactly, "
+          f"{len(rows) - len(failed) - exact} to rtol); table: {a.out}")
+    return 1 if failed else 0
 
 
 def _cmd_penalties(a) -> int:
@@ -255,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--budget", type=float, default=300.0, help="seconds per run (default 300)")
     gr.add_argument("--preset", default="gpu", help="preset of every run (default gpu; smoke to try it on a CPU)")
     gr.set_defaults(func=_cmd_gpu_runs)
+
+    from .check import DEFAULT_OUT
+
+    cr = sub.add_parser("check-records", help="re-evaluate run records and compare each with its metrics "
+                                              "(as eval --check); exit 1 unless every one reproduces")
+    cr.add_argument("paths", nargs="*", help="run records or folders (default: results)")
+    cr.add_argument("--out", default=str(DEFAULT_OUT), help="the table (default %(default)s); its rows of "
+                                                            "unchanged records are not checked again")
+    cr.add_argument("--redo", action="store_true", help="check records whose row is already in the table")
+    cr.add_argument("--devices", type=int, default=0, help="devices the evaluation is sharded over (as eval)")
+    cr.add_argument("--no-progress", action="store_true")
+    cr.set_defaults(func=_cmd_check_records)
 
     info = sub.add_parser("info", help="print machine facts and library versions")
     info.set_defaults(func=_cmd_info)

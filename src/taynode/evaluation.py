@@ -32,7 +32,7 @@ from .experiment import Experiment, batch_size_of, batch_slice, solve_problem
 from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
 
 __all__ = ["evaluate", "final_state", "nfe_values", "penalty_values", "PENALTY_ORDERS", "cast_floats",
-           "for_evaluation", "metrics_match", "METHOD_RTOL"]
+           "for_evaluation", "metrics_match", "metrics_diff", "METHOD_RTOL"]
 
 PENALTY_ORDERS = (2, 3)
 # How far two evaluations of one model may differ when R_K is computed by another Taylor method: the
@@ -159,3 +159,26 @@ def metrics_match(a, b, rtol: float = 0.0) -> bool:
     if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
         return a == b or abs(a - b) <= rtol * max(abs(a), abs(b))
     return type(a) is type(b) and a == b
+
+
+def metrics_diff(a, b, rtol: float = 0.0, path: str = "") -> list[dict]:
+    """Where two metric trees disagree by `metrics_match`'s rule: one `{"key", "got", "recorded", "rel"}` per
+    differing leaf (`key` a dotted path, `[i]` for a list index; `rel` the relative difference of two numbers,
+    else None), a missing or extra key as one entry with `got` or `recorded` None. Empty exactly when
+    `metrics_match(a, b, rtol)`."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            key = f"{path}.{k}" if path else str(k)
+            if k not in b or k not in a:
+                out.append({"key": key, "got": a.get(k), "recorded": b.get(k), "rel": None})
+            else:
+                out += metrics_diff(a[k], b[k], rtol, key)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in metrics_diff(x, y, rtol, f"{path}[{i}]")]
+    if metrics_match(a, b, rtol):
+        return []
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    rel = abs(a - b) / max(abs(a), abs(b)) if numbers and max(abs(a), abs(b)) > 0 else None
+    return [{"key": path, "got": a, "recorded": b, "rel": rel}]

@@ -16,7 +16,7 @@ import jax.tree_util as jtu
 
 from . import parallel
 from .configs import config_from_dict
-from .evaluation import PENALTY_ORDERS, cast_floats, evaluate, for_evaluation, penalty_values
+from .evaluation import METHOD_RTOL, PENALTY_ORDERS, cast_floats, evaluate, for_evaluation, metrics_diff, penalty_values
 from .experiment import Experiment
 from .objective import make_train_step
 from .optim import make_optimizer
@@ -24,7 +24,7 @@ from .records import load_record, provenance, save_record
 from .train import LoopConfig, TrainingDiverged, equinox_message, fit, restore_checkpoint
 
 __all__ = ["train", "diverged_path", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table",
-           "summary_line", "enable_dtype", "evaluate_run", "error_line"]
+           "summary_line", "enable_dtype", "evaluate_run", "error_line", "reevaluate", "compare_with_record"]
 
 
 def enable_dtype(cfg) -> None:
@@ -220,6 +220,37 @@ def load_run(exp: Experiment, path):
     template = exp.init_params(cfg, jr.PRNGKey(0))
     params = flax.serialization.from_bytes(template, (path.parent / record["params_file"]).read_bytes())
     return cfg, params, record
+
+
+def reevaluate(exp: Experiment, cfg, params, record, data) -> dict:
+    """The metrics of a saved model as its record has them: `evaluate`, plus the validation loss where the
+    record kept one (a run with model selection). **Raises** `RuntimeError` if an evaluation solve fails."""
+    if record is not None and "val_loss" in record["metrics"]:
+        metrics = evaluate_run(exp, cfg, params, data, validation=True)
+        if "eval_failed" in metrics:
+            raise RuntimeError(f"the evaluation of {record['run']} failed: {metrics['eval_failed']}")
+        return metrics
+    return evaluate(exp, cfg, params, data)
+
+
+def compare_with_record(cfg, metrics: dict, record: dict) -> dict:
+    """How re-evaluated `metrics` compare with a record's.
+
+    Exactly (rtol 0) when R_K is computed by the record's Taylor method on the record's device and process
+    layout; else to `METHOD_RTOL`, with the reason. **Returns** `{"same", "rtol", "why", "differences"}`,
+    `differences` as `metrics_diff` gives them (empty when `same`).
+    """
+    recorded = config_from_dict(type(cfg), record["config"]).taylor_method
+    devices, recorded_devices = parallel.device_count(cfg.devices, cfg.batch_size), record.get("devices_used", 1)
+    # reductions across processes (gloo) round differently from those inside one process
+    same_layout = devices == recorded_devices and record.get("processes", 1) == jax.process_count()
+    rtol = 0.0 if recorded == cfg.taylor_method and same_layout else METHOD_RTOL
+    why = ("" if rtol == 0 else
+           f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
+           f"sharded over {devices} device(s) in {jax.process_count()} process(es), the record's over "
+           f"{recorded_devices} in {record.get('processes', 1)}")
+    differences = metrics_diff(json.loads(json.dumps(metrics)), record["metrics"], rtol)
+    return {"same": not differences, "rtol": rtol, "why": why, "differences": differences}
 
 
 def _check_experiment(exp, name, path):

@@ -80,6 +80,7 @@ def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
     record = json.loads(path.read_text())
     assert record["experiment"] == "toy" and record["config"]["epochs"] == 20
     assert record["eval_time_s"] > 0  # the prediction time of the test split
+    assert record["cpu_use"]["own_cores_used"] > 0 and record["cpu_use"]["cores"] >= 1  # what else ran beside it
     # the data it saw: the 32 evenly spaced points of the smoke preset in [-1, 1], no files
     cfg = TOY.config("smoke", reg="taylor", lam=1e-2, epochs=20, eval_rtol=1e-6, eval_atol=1e-6)
     assert record["data"] == TOY.data_provenance(cfg)

@@ -8,7 +8,7 @@ import pytest
 
 from taynode.experiments import REGISTRY
 from taynode.paths import RESULTS
-from taynode.records import SCHEMA, load_record, save_record, source_state
+from taynode.records import SCHEMA, cpu_clock, cpu_use, load_record, save_record, source_state
 from taynode.regularization import Regularization
 
 
@@ -76,6 +76,26 @@ def test_save_and_load_record_check_the_schema(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"experiment": "toy"}))
     with pytest.raises(ValueError, match="schema 1, this taynode reads schema 2"):
         load_record(tmp_path / "old.json")
+
+
+def test_cpu_use_counts_the_cores_this_process_kept_busy():
+    import os
+    import time
+
+    # the reference: this process's CPU time by time.process_time, over the wall-clock by time.perf_counter
+    start, t0, p0 = cpu_clock(), time.perf_counter(), time.process_time()
+    while time.process_time() - p0 < 0.2:  # one thread busy for 0.2 s of CPU time
+        pass
+    use = cpu_use(start)
+    expected = (time.process_time() - p0) / (time.perf_counter() - t0)
+    assert use["cores"] == len(os.sched_getaffinity(0))
+    assert use["own_cores_used"] == pytest.approx(expected, abs=0.05) and use["own_cores_used"] > 0.1
+    time.sleep(0.2)  # idle: the mean over both intervals falls
+    idle = cpu_use(start)
+    assert idle["own_cores_used"] == pytest.approx((time.process_time() - p0) / (time.perf_counter() - t0), abs=0.05)
+    assert idle["own_cores_used"] < use["own_cores_used"]
+    for u in (use, idle):
+        assert u["other_processes_cores_used"] is None or 0 <= u["other_processes_cores_used"] <= u["cores"]
 
 
 RECORDS = sorted(p for name in REGISTRY for p in (RESULTS / name).rglob(f"{name}_*.json"))

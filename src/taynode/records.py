@@ -8,7 +8,8 @@ it with `flax.serialization`), and the data it saw, `data` (`Experiment.data_pro
 `source`, `files` (`{raw file name: sha256}`: the pinned checksums the loader verifies, or the
 file's own where none is pinned), `settings` (every config field and loader constant that changes
 the data: sizes, seeds, cleaning rules) and, where the loader caches derived data, `cache_key`. A
-diverged run's record carries `data` too. Records written before `data` existed lack it; they are
+diverged run's record carries `data` too. `load_average` and `cpu_use` (`cpu_use()`: the mean cores busy
+with the run and with everything else) say whether its timings had the machine to themselves. Records written before `data` existed lack it; they are
 still schema 2.
 
 Schema 2 (current). Records of schema 1 were migrated on disk: their `source_dirty` is
@@ -19,6 +20,7 @@ did not say which files differed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 from .machine import machine_info, versions
 from .paths import ROOT, write_json
 
-__all__ = ["SCHEMA", "provenance", "source_state", "save_record", "load_record"]
+__all__ = ["SCHEMA", "provenance", "source_state", "save_record", "load_record", "cpu_clock", "cpu_use"]
 
 SCHEMA = 2
 
@@ -58,6 +60,35 @@ def provenance() -> dict:
     """Schema, commit and tree state, machine, library versions and date: the head of every record."""
     return {"schema": SCHEMA, **source_state(), "machine": machine_info(), "versions": versions(),
             "date": time.strftime("%Y-%m-%d")}
+
+
+def cpu_clock() -> dict:
+    """Now, for `cpu_use`: wall seconds, this process's CPU seconds (user + system, its threads included) and
+    the CPU seconds the whole machine has been busy (`/proc/stat`; None where it cannot be read)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = None
+    t = os.times()
+    return {"wall": time.perf_counter(), "own": t.user + t.system, "busy": busy}
+
+
+def cpu_use(start: dict) -> dict:
+    """The mean number of cores busy with this process and with every other one since `start` (a `cpu_clock()`).
+
+    **Returns** `{"cores", "own_cores_used", "other_processes_cores_used"}` (`cores`: those this process may
+    use; the last None where `/proc/stat` cannot be read). Timings compare only between runs that had the
+    machine to themselves: `other_processes_cores_used` near 0.
+    """
+    now = cpu_clock()
+    wall = max(now["wall"] - start["wall"], 1e-9)
+    own = (now["own"] - start["own"]) / wall
+    other = (None if now["busy"] is None or start["busy"] is None
+             else max(0.0, (now["busy"] - start["busy"]) / wall - own))
+    return {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "own_cores_used": round(own, 3), "other_processes_cores_used": None if other is None else round(other, 3)}
 
 
 def save_record(path, record: dict) -> Path:

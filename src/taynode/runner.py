@@ -20,7 +20,7 @@ from .evaluation import METHOD_RTOL, PENALTY_ORDERS, cast_floats, evaluate, for_
 from .experiment import Experiment
 from .objective import make_train_step
 from .optim import make_optimizer
-from .records import load_record, provenance, save_record
+from .records import cpu_clock, cpu_use, load_record, provenance, save_record
 from .train import LoopConfig, TrainingDiverged, equinox_message, fit, restore_checkpoint
 
 __all__ = ["train", "diverged_path", "step_cost", "load_run", "sweep", "sweep_configs", "penalty_table",
@@ -87,7 +87,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
     data = exp.load_data(cfg, progress=progress) if data is None else data
     data_used = exp.data_provenance(cfg)  # the data: source, raw files' sha256, the settings that change it
     t_wall = time.perf_counter()
-    load_start = os.getloadavg()
+    load_start, clock_start = os.getloadavg(), cpu_clock()
     head = provenance()  # the code that trains, even if the tree changes during the run
     arrays = exp.train_arrays(cfg, data)
     opt = make_optimizer(cfg)
@@ -156,6 +156,9 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         # 1-, 5- and 15-minute load averages when training started and ended: timings are only
         # comparable between runs that had the machine to themselves
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        # the mean cores busy with this run and with everything else while it trained and evaluated (this
+        # process only: a resumed run's earlier part is not in it)
+        "cpu_use": cpu_use(clock_start),
         "config": dataclasses.asdict(cfg),
         "data": data_used,
         "metrics": metrics,

@@ -59,7 +59,7 @@ from taynode.experiment import solve_problem  # noqa: E402
 from taynode.experiments import REGISTRY  # noqa: E402
 from taynode.objective import make_loss, make_train_step  # noqa: E402
 from taynode.optim import make_optimizer  # noqa: E402
-from taynode.records import provenance, save_record  # noqa: E402
+from taynode.records import cpu_clock, cpu_use, provenance, save_record  # noqa: E402
 from taynode.runner import load_run  # noqa: E402
 from taynode.solve import PAPER_TOL  # noqa: E402
 from taynode.train import epoch_order  # noqa: E402
@@ -165,21 +165,6 @@ def max_abs_diff(a, b):
 def rel_diff(a, b):
     """max |a − b| / max |b| over all leaves of two pytrees of arrays."""
     return max_abs_diff(a, b) / max(float(np.max(np.abs(np.asarray(y)))) for y in jtu.tree_leaves(b))
-
-
-def _busy_cpu_s():
-    """CPU seconds the whole machine has been busy (all cores, /proc/stat), or None off Linux."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s():
-    t = os.times()
-    return t.user + t.system
 
 
 def _notes(cores, own_cores, other_cores):
@@ -313,15 +298,14 @@ def main(argv=None):
     time_taynode()  # one call after compilation, not timed
     samples = {n: [] for n in timers}
     load_before = os.getloadavg()
-    busy0, own0, t_run = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+    clock, t_run = cpu_clock(), time.perf_counter()
     for _ in range(a.rounds):
         for n, timer in timers.items():
             samples[n].append([timer() for _ in range(a.calls)])
     timed_wall_s = time.perf_counter() - t_run
-    busy1, own1 = _busy_cpu_s(), _own_cpu_s()
+    use = cpu_use(clock)
     load_after = os.getloadavg()
-    own_cores = (own1 - own0) / timed_wall_s
-    other_cores = None if busy0 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / timed_wall_s
+    own_cores, other_cores = use["own_cores_used"], use["other_processes_cores_used"]
 
     rows = []
     for n in timers:

@@ -9,8 +9,8 @@ it with `flax.serialization`), and the data it saw, `data` (`Experiment.data_pro
 file's own where none is pinned), `settings` (every config field and loader constant that changes
 the data: sizes, seeds, cleaning rules) and, where the loader caches derived data, `cache_key`. A
 diverged run's record carries `data` too. `load_average` and `cpu_use` (`cpu_use()`: the mean cores busy
-with the run and with everything else) say whether its timings had the machine to themselves. Records written before `data` existed lack it; they are
-still schema 2.
+with the run and with everything else) say whether its timings had the machine to themselves.
+Records written before `data` (or `cpu_use`) existed lack it; they are still schema 2.
 
 Schema 2 (current). Records of schema 1 were migrated on disk: their `source_dirty` is
 `true` with `dirty_paths: null` where the commit carried a `-dirty` suffix, because schema 1

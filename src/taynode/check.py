@@ -65,14 +65,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _check_one(path: Path, data_cache: dict, devices: int) -> dict:
+def _check_one(exp, path: Path, data_cache: dict, devices: int) -> dict:
     from .runner import compare_with_record, load_run, reevaluate
 
-    record = json.loads(path.read_text())
-    exp = REGISTRY.get(record["experiment"])
-    if exp is None:
-        raise ValueError(f"{path}: experiment {record['experiment']!r} is not registered "
-                         f"(one of {', '.join(REGISTRY)})")
     cfg, params, record = load_run(exp, path)
     cfg = dataclasses.replace(cfg, devices=devices)
     key = json.dumps([exp.name, exp.data_provenance(cfg), cfg.dtype, cfg.eval_dtype], sort_keys=True, default=str)
@@ -124,7 +119,10 @@ def check_records(paths, out=DEFAULT_OUT, *, redo: bool = False, progress: bool 
                "taylor_method": method, "checked_with": checked_with}
         start = time.perf_counter()
         try:
-            found = _check_one(path, data_cache, devices)
+            if exp is None:
+                raise ValueError(f"experiment {record['experiment']!r} is not registered "
+                                 f"(one of {', '.join(REGISTRY)})")
+            found = _check_one(exp, path, data_cache, devices)
             row.update(same=found["same"], rtol=found["rtol"], why=found["why"],
                        differences=found["differences"][:5], n_differences=len(found["differences"]), error=None)
         except Exception as e:  # noqa: BLE001 — every failure is a row of the table, named by its type and reason

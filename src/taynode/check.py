@@ -15,10 +15,13 @@ file has not changed since its row was written is not checked again (`redo` chec
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import time
 from pathlib import Path
+
+import jax
 
 from .experiments import REGISTRY
 from .records import provenance, save_record
@@ -129,6 +132,10 @@ def check_records(paths, out=DEFAULT_OUT, *, redo: bool = False, progress: bool 
             row.update(same=False, rtol=None, why="", differences=[], n_differences=0,
                        error=f"{type(e).__name__}: {error_line(e)}")
         row["seconds"] = round(time.perf_counter() - start, 2)
+        # free this record's compiled functions: XLA's CPU code stays mapped until then, and a few hundred
+        # records would exhaust the process's memory maps (vm.max_map_count) and end in a crash
+        jax.clear_caches()
+        gc.collect()
         rows[str(path)] = row
         save_record(out, {**head, "rows": [rows[k] for k in sorted(rows)]})
     return {**head, "rows": [rows[k] for k in sorted(rows)]}

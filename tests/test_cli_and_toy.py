@@ -153,6 +153,7 @@ def test_a_diverged_run_leaves_a_record_and_the_sweep_goes_on(tmp_path, monkeypa
     assert runner.diverged_path(tmp_path, name) == tmp_path / "diverged" / f"{name}.json"
     assert record["run"] == name and record["config"]["seed"] == 4 and "git_commit" in record
     assert record["diverged"]["step"] == 3 and record["diverged"]["loss"] == "nan"
+    assert record["resumed_from"] is None  # trained from scratch
     assert not (tmp_path / f"{name}.json").exists()
     assert [p.name for p in done] == [f"{TOY.run_name(c)}.json" for c in cfgs[1:]]  # the sweep went on
     capsys.readouterr()

@@ -95,12 +95,18 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
         return new, m
 
     loop = LoopConfig(num_steps=10, steps_per_epoch=4, log_every=1, checkpoint_every=2)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4 .*last good checkpoint \(step 4"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4 .*last good checkpoint \(step 4") as e:
         fit(ns["init"](), step, ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path, progress=False)
+    assert e.value.resumed_from is None  # a run from scratch
     assert latest_checkpoint(tmp_path) == 4
     state, meta = restore_checkpoint(tmp_path, ns["init"]())
     assert np.all(np.isfinite(np.asarray(state["params"])))
     assert meta["step"] == 4
+    # resumed from that checkpoint, the run diverges again (its 3rd step, step 6) and says where it started
+    calls[0] = 2
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 6 ") as e:
+        fit(ns["init"](), step, ns["get_batch"], 64, 16, loop, ckpt_dir=tmp_path, resume=True, progress=False)
+    assert e.value.resumed_from == 4 and e.value.step == 6 and e.value.last_good == 6
 
 
 def test_a_non_finite_gradient_stops_before_its_update_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -8,7 +8,8 @@ it with `flax.serialization`), and the data it saw, `data` (`Experiment.data_pro
 `source`, `files` (`{raw file name: sha256}`: the pinned checksums the loader verifies, or the
 file's own where none is pinned), `settings` (every config field and loader constant that changes
 the data: sizes, seeds, cleaning rules) and, where the loader caches derived data, `cache_key`. A
-diverged run's record carries `data` too. `load_average` and `cpu_use` (`cpu_use()`: the mean cores busy
+diverged run's record carries `data` and `resumed_from` (the checkpoint step it restarted from, None
+for a run from scratch) too. `load_average` and `cpu_use` (`cpu_use()`: the mean cores busy
 with the run and with everything else) say whether its timings had the machine to themselves.
 Records written before `data` (or `cpu_use`) existed lack it; they are still schema 2.
 

@@ -126,6 +126,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
                 **head, "experiment": exp.name, "run": name, "wall_time_s": time.perf_counter() - t_wall,
                 "diverged": {"cause": e.cause, "step": e.step, "epoch": e.epoch, "loss": str(e.loss),
                              "last_good_checkpoint": e.last_good, "message": str(e)},
+                "resumed_from": e.resumed_from,
                 "config": dataclasses.asdict(cfg),
                 "data": data_used,
             })

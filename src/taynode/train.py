@@ -40,12 +40,15 @@ class TrainingDiverged(RuntimeError):
 
     `cause`: `"loss"` (non-finite loss), `"gradient"` (finite loss, non-finite gradient) or `"solver"`
     (the step's solve reached its `max_steps`); `step`, `epoch`: where; `loss`: the step's loss (None for
-    a solver failure); `last_good`: the step of the newest checkpoint kept (None if none was written)."""
+    a solver failure); `last_good`: the step of the newest checkpoint kept (None if none was written);
+    `resumed_from`: the checkpoint step this run (re)started from (None for a run from scratch)."""
 
     def __init__(self, message: str, *, step: int | None = None, epoch: int | None = None,
-                 loss: float | None = None, last_good: int | None = None, cause: str = "loss"):
+                 loss: float | None = None, last_good: int | None = None, cause: str = "loss",
+                 resumed_from: int | None = None):
         super().__init__(message)
         self.step, self.epoch, self.loss, self.last_good, self.cause = step, epoch, loss, last_good, cause
+        self.resumed_from = resumed_from
 
 
 def equinox_message(error: BaseException) -> str | None:
@@ -230,6 +233,7 @@ def fit(
                 raise TrainingDiverged(
                     f"the training solve failed at step {step} (epoch {epoch}): {reason}; the last good "
                     f"checkpoint ({where}) is kept", step=step, epoch=epoch, last_good=last_good, cause="solver",
+                    resumed_from=resumed_from,
                 ) from None
             dt = time.perf_counter() - t0
             if math.isfinite(loss) and float(metrics.get("grads_finite", 1.0)) == 0.0:
@@ -237,13 +241,13 @@ def fit(
                     f"the gradient became non-finite at step {step} (epoch {epoch}; loss {loss:.6g}); the update "
                     f"is not applied and the last good checkpoint ({where}) is kept: lower the learning rate or "
                     "λ, or tighten the solver tolerance",
-                    step=step, epoch=epoch, loss=loss, last_good=last_good, cause="gradient",
+                    step=step, epoch=epoch, loss=loss, last_good=last_good, cause="gradient", resumed_from=resumed_from,
                 )
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at step {step} (epoch {epoch}); the last good checkpoint ({where}) is kept: "
                     "lower the learning rate or λ, or tighten the solver tolerance",
-                    step=step, epoch=epoch, loss=loss, last_good=last_good,
+                    step=step, epoch=epoch, loss=loss, last_good=last_good, resumed_from=resumed_from,
                 )
             state = state_new
             if step > start:  # the first step of a (re)start includes compilation

@@ -107,3 +107,53 @@ def test_choose_weights_picks_the_cheapest_weight_that_fits_at_seed_0_and_judges
         choose_weights(runs, crit, metric="mse", seed=2)
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['acc'\]"):
         choose_weights(runs, crit, metric="acc")
+
+
+def _run(experiment, reg, seed, diverged=False, **config):
+    """A run record as the runner writes it: finished (metrics) or diverged."""
+    cfg = {"reg": reg, "seed": seed, "order": 2 if reg == "taylor" else 0, "lam": 1.0 if reg == "taylor" else 0.0,
+           "lam_kin": 1.0 if reg == "rnode" else 0.0, "lr": 1e-3, **config}
+    r = {"experiment": experiment, "run": f"{experiment}_{reg}_{seed}_{sorted(config.items())}", "config": cfg}
+    r["diverged" if diverged else "metrics"] = {"step": 3} if diverged else {"loss": 1.0}
+    return r
+
+
+def test_stability_pairs_match_runs_that_differ_only_in_the_regulariser():
+    from taynode.verdicts import stability_pairs
+
+    records = [
+        _run("toy", "none", 0), _run("toy", "taylor", 0), _run("toy", "rnode", 0, diverged=True),
+        _run("toy", "none", 1, diverged=True), _run("toy", "taylor", 1),
+        _run("toy", "taylor", 2),  # no unregularised run at seed 2: left out
+        _run("toy", "taylor", 0, lr=1e-2),  # another learning rate: a setting without a baseline
+        _run("mnist", "taylor", 0, diverged=True),  # another experiment: no baseline either
+    ]
+    pairs = stability_pairs(records).set_index(["reg", "seed"])
+    assert sorted(pairs.index) == [("rnode", 0), ("taylor", 0), ("taylor", 1)]
+    assert pairs.loc[("taylor", 0)][["diverged", "base_diverged", "more_stable", "less_stable"]].tolist() == [
+        False, False, False, False]
+    assert pairs.loc[("rnode", 0), "less_stable"] and not pairs.loc[("rnode", 0), "more_stable"]
+    assert pairs.loc[("taylor", 1), "more_stable"] and pairs.loc[("taylor", 1), "base_diverged"]
+
+
+@pytest.mark.parametrize("reg_diverges,base_diverges,want", [
+    ([False], [False], "does not"),  # nothing diverged: regularisation saved no run
+    ([True], [False], "does not"),
+    ([False], [True], "holds"),
+    ([False, True], [True, False], "partly"),
+    ([], [], "not yet"),
+])
+def test_stability_verdict(reg_diverges, base_diverges, want):
+    from taynode.verdicts import stability_pairs, stability_verdict
+
+    records = []
+    for seed, (r, b) in enumerate(zip(reg_diverges, base_diverges)):
+        records += [_run("toy", "taylor", seed, diverged=r), _run("toy", "none", seed, diverged=b)]
+    assert stability_verdict(stability_pairs(records)) == want
+
+
+def test_stability_pairs_reject_a_record_that_is_neither_finished_nor_diverged():
+    from taynode.verdicts import stability_pairs
+
+    with pytest.raises(ValueError, match="exactly one of metrics and diverged"):
+        stability_pairs([{"experiment": "toy", "run": "x", "config": {"reg": "none", "seed": 0}}])

@@ -11,6 +11,8 @@ verdict is computed one way wherever it appears.
 - The order grid of chapter 4: `rq2_frame` and `best_orders` (toy), `rq2_best` (MNIST) and
   `order_match`, which counts a match only where the best K is the solver's order and beats the
   neighbouring orders by more than the spread.
+- Stability (RQ5): `stability_pairs` sets each regularised run, finished or diverged, beside the
+  unregularised run of the same experiment, setting and seed; `stability_verdict` judges them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import pandas as pd
 
 __all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds",
            "choose_weights", "rq2_frame", "best_orders", "rq2_best", "order_match",
-           "SOLVER_STEP_NFE", "PUBLISHED", "published_frame"]
+           "SOLVER_STEP_NFE", "PUBLISHED", "published_frame", "REG_FIELDS", "stability_pairs",
+           "stability_verdict"]
 
 VERDICTS = ("holds", "partly", "does not", "not yet")
 
@@ -279,6 +282,62 @@ def rq2_best(records, max_acc_drop: float = 1.0):
         if len(ok):
             df.loc[ok.index[ok["nfe"] == ok["nfe"].min()], "best"] = True
     return df
+
+
+# --- stability: which runs diverged ------------------------------------------------------------------
+
+#: the config fields that say which regulariser a run used and how strongly; two runs whose configs
+#: differ only in these (and in nothing else: experiment, data, schedule, solver, seed) form a pair
+REG_FIELDS = frozenset({"reg", "order", "lam", "lam_kin", "lam_fro", "estimator", "steer_b", "reg_examples",
+                        "taylor_method"})
+
+
+def _setting(record) -> str:
+    import json
+
+    return json.dumps([record["experiment"], {k: v for k, v in sorted(record["config"].items())
+                                              if k not in REG_FIELDS}], sort_keys=True)
+
+
+def stability_pairs(records) -> pd.DataFrame:
+    """Each regularised run beside the unregularised run of its setting and seed.
+
+    `records`: run records (dicts as `records.load_record` returns them), finished (with `metrics`) or
+    diverged (with `diverged`: `runner.diverged_path`). Returns one row per regularised run that has an
+    unregularised run of the same experiment and the same config apart from `REG_FIELDS`: `experiment`,
+    `run`, `reg`, `seed`, `diverged` (this run), `base_diverged` (no unregularised run of the setting
+    finished), `more_stable` (this run finished where the unregularised one diverged) and `less_stable`
+    (the reverse). Regularised runs without such a partner are left out."""
+    records = list(records)
+    for r in records:
+        if not all(k in r for k in ("experiment", "run", "config")) or ("metrics" in r) == ("diverged" in r):
+            raise ValueError(f"{r.get('run', r)!r} is not a finished or diverged run record: it needs "
+                             "experiment, run, config and exactly one of metrics and diverged")
+    base: dict[str, list[bool]] = {}
+    for r in records:
+        if r["config"]["reg"] == "none":
+            base.setdefault(_setting(r), []).append("diverged" in r)
+    rows = []
+    for r in records:
+        if r["config"]["reg"] == "none" or _setting(r) not in base:
+            continue
+        diverged, base_diverged = "diverged" in r, all(base[_setting(r)])
+        rows.append(dict(experiment=r["experiment"], run=r["run"], reg=r["config"]["reg"],
+                         seed=r["config"]["seed"], diverged=diverged, base_diverged=base_diverged,
+                         more_stable=base_diverged and not diverged, less_stable=diverged and not base_diverged))
+    return pd.DataFrame(rows, columns=["experiment", "run", "reg", "seed", "diverged", "base_diverged",
+                                       "more_stable", "less_stable"])
+
+
+def stability_verdict(pairs: pd.DataFrame) -> str:
+    """RQ5's "more stable", judged by divergence: **holds** where some regularised run finished where its
+    unregularised partner diverged and none diverged where its partner finished; **partly** where both
+    happened; **does not** where only the reverse happened, or neither (regularisation made no run
+    finish that would otherwise have diverged); **not yet** without pairs."""
+    if pairs.empty:
+        return "not yet"
+    more, less = bool(pairs["more_stable"].any()), bool(pairs["less_stable"].any())
+    return "holds" if more and not less else "partly" if more and less else "does not"
 
 
 # --- published numbers beside the book's ------------------------------------------------------------

@@ -157,3 +157,43 @@ def test_stability_pairs_reject_a_record_that_is_neither_finished_nor_diverged()
 
     with pytest.raises(ValueError, match="exactly one of metrics and diverged"):
         stability_pairs([{"experiment": "toy", "run": "x", "config": {"reg": "none", "seed": 0}}])
+
+
+@pytest.mark.parametrize("config, want", [
+    ({"reg": "none", "lam": 0.0}, ("unregularised", 0.0)),
+    ({"reg": "taylor", "order": 2, "lam": 10.0, "estimator": "exact"}, ("R2", 10.0)),
+    ({"reg": "taylor", "order": 2, "lam": 10.0, "estimator": "sampled"}, ("R2 sampled", 10.0)),
+    ({"reg": "taylor", "order": 3, "lam": 0.01, "estimator": "sampled"}, ("R3 sampled", 0.01)),
+    ({"reg": "rnode", "lam_kin": 0.1, "lam_fro": 0.1}, ("RNODE", 0.1)),
+    ({"reg": "ernode", "lam": 1.0}, ("ERNODE", 1.0)),
+    ({"reg": "srnode", "lam": 0.5}, ("SRNODE", 0.5)),
+    ({"reg": "steer", "steer_b": 0.25, "lam": 0.0}, ("STEER", 0.25)),
+])
+def test_method_of_names_each_regulariser_with_its_own_weight(config, want):
+    from taynode.verdicts import method_of
+
+    assert method_of(config) == want
+
+
+def test_method_of_rejects_an_unknown_regulariser_and_a_partial_config():
+    from taynode.verdicts import method_of
+
+    with pytest.raises(ValueError, match="reg='kinetic'"):
+        method_of({"reg": "kinetic", "lam": 1.0})
+    with pytest.raises(ValueError, match="lacks the field 'steer_b'"):
+        method_of({"reg": "steer"})
+
+
+def test_complete_methods_needs_every_planned_weight_finished_or_diverged():
+    from taynode.verdicts import complete_methods
+
+    plan = [{"reg": "none"}] + [{"reg": "ernode", "lam": w} for w in (0.1, 1.0, 10.0)] + [
+        {"reg": "steer", "steer_b": b} for b in (0.1, 0.25)] + [
+        {"reg": "taylor", "order": 2, "lam": 10.0, "estimator": "sampled"}]
+    # ERNODE: all three (one of them diverged, still tried); STEER: one of two; sampled R_2: none
+    done = [{"reg": "none"}, {"reg": "ernode", "lam": 10.0}, {"reg": "ernode", "lam": 0.1},
+            {"reg": "ernode", "lam": 1.0}, {"reg": "steer", "steer_b": 0.1},
+            {"reg": "taylor", "order": 3, "lam": 10.0, "estimator": "sampled"}]  # another order: not the plan's
+    assert complete_methods(plan, done) == ["ERNODE"]
+    assert complete_methods(plan, done + [{"reg": "steer", "steer_b": 0.25}]) == ["ERNODE", "STEER"]
+    assert complete_methods(plan, []) == []

@@ -45,11 +45,13 @@ FAMILY_COLORS = {
     "R3": "tab:green",
     "RNODE": "tab:orange",
     "R3 sampled": "tab:cyan",
+    "R2 sampled": "tab:olive",
     "ERNODE": "tab:red",
     "SRNODE": "tab:purple",
     "STEER": "tab:brown",
 }
-FAMILY_NAMES = {"R2": "$R_2$", "R3": "$R_3$", "R3 sampled": "$R_3$ (sampled)"}  # how titles and legends write a family
+FAMILY_NAMES = {"R2": "$R_2$", "R3": "$R_3$", "R2 sampled": "$R_2$ (sampled)",
+                "R3 sampled": "$R_3$ (sampled)"}  # how titles and legends write a family
 
 
 def family_color(family: str, shade: float = 1.0):

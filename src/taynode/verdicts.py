@@ -11,6 +11,8 @@ verdict is computed one way wherever it appears.
 - The order grid of chapter 4: `rq2_frame` and `best_orders` (toy), `rq2_best` (MNIST) and
   `order_match`, which counts a match only where the best K is the solver's order and beats the
   neighbouring orders by more than the spread.
+- Chapter 08's methods: `method_of` names a run's method and weight from its config, and
+  `complete_methods` says which methods have every planned weight in (the ones its rule may choose for).
 - Stability (RQ5): `stability_pairs` sets each regularised run, finished or diverged, beside the
   unregularised run of the same experiment, setting and seed; `stability_verdict` judges them.
 """
@@ -26,7 +28,7 @@ import pandas as pd
 __all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds",
            "choose_weights", "rq2_frame", "best_orders", "rq2_best", "order_match",
            "SOLVER_STEP_NFE", "PUBLISHED", "published_frame", "REG_FIELDS", "stability_pairs",
-           "stability_verdict"]
+           "stability_verdict", "METHOD_REGS", "method_of", "complete_methods"]
 
 VERDICTS = ("holds", "partly", "does not", "not yet")
 
@@ -180,6 +182,60 @@ def choose_weights(runs: pd.DataFrame, criterion: Criterion, *, metric: str = "m
                for _, r in picked.iterrows()],
     )
     return chosen, judged
+
+
+#: the regulariser choices chapter 08 compares (`--reg`), beside "none"
+METHOD_REGS = ("taylor", "rnode", "ernode", "srnode", "steer")
+
+
+def method_of(config: Mapping) -> tuple[str, float]:
+    """The method and weight chapter 08 names a run by, from its config (a run record's `config`).
+
+    **Returns** `(family, weight)`: `("unregularised", 0.0)`; `("R2", λ)`, `("R3 sampled", λ)` (the
+    order is the config's); `("RNODE", λ_kin)`; `("ERNODE", λ)`, `("SRNODE", λ)`; `("STEER", b)`.
+
+    **Raises** `ValueError` for a regulariser outside "none" and `METHOD_REGS`, or a missing field.
+    """
+    reg = config.get("reg")
+    try:
+        if reg == "none":
+            return "unregularised", 0.0
+        if reg == "taylor":
+            sampled = config.get("estimator", "exact") == "sampled"
+            return f"R{config['order']}" + (" sampled" if sampled else ""), float(config["lam"])
+        if reg == "rnode":
+            return "RNODE", float(config["lam_kin"])
+        if reg in ("ernode", "srnode"):
+            return reg.upper(), float(config["lam"])
+        if reg == "steer":
+            return "STEER", float(config["steer_b"])
+    except KeyError as e:
+        raise ValueError(f"config with reg={reg!r} lacks the field {e.args[0]!r}: pass a run record's whole "
+                         "config") from None
+    raise ValueError(f"reg={reg!r} is not a method of chapter 08: use 'none' or one of {METHOD_REGS}")
+
+
+def complete_methods(planned: Iterable[Mapping], done: Iterable[Mapping]) -> list[str]:
+    """The methods whose every planned weight has a run: the ones chapter 08's rule may choose for.
+
+    **Arguments**
+    - `planned`: the configs a sweep plans (dicts, e.g. `dataclasses.asdict` of `runner.sweep_configs`).
+    - `done`: the configs of the runs that ended, finished or diverged (a diverged weight counts as
+      tried: the rule then chooses among the others).
+
+    **Returns** the regularised methods of `planned` (as `method_of` names them), in the order they
+    first appear there, whose set of planned weights is contained in the weights of `done`.
+    """
+    want: dict[str, set] = {}
+    for c in planned:
+        fam, w = method_of(c)
+        if fam != "unregularised":
+            want.setdefault(fam, set()).add(w)
+    have: dict[str, set] = {}
+    for c in done:
+        fam, w = method_of(c)
+        have.setdefault(fam, set()).add(w)
+    return [fam for fam, ws in want.items() if ws <= have.get(fam, set())]
 
 
 def rq2_frame(records) -> pd.DataFrame:

@@ -69,6 +69,9 @@ METHODS = {
     "R3 exact": dict(reg="taylor", order=3, lam=1.0),
     "R3 sampled": dict(reg="taylor", order=3, lam=1.0, estimator="sampled"),
     "RNODE": dict(reg="rnode", lam_kin=1.0, lam_fro=1.0),
+    "ERNODE": dict(reg="ernode", lam=1.0),
+    "SRNODE": dict(reg="srnode", lam=1.0),
+    "STEER": dict(reg="steer", steer_b=0.5),
     "sampled, no integrand": dict(reg="taylor", order=2, lam=1.0, estimator="sampled"),
     "R1 sampled": dict(reg="taylor", order=1, lam=1.0, estimator="sampled"),
 }

@@ -49,12 +49,14 @@ def test_accuracy_criterion_judges_both_conditions_at_their_boundaries():
     assert not c.holds(30, 80, 96.9, 98.0)
     assert c.holds(30, 80, 99.0, 98.0)  # better accuracy is fine
     assert "at most 0.5×" in c.statement and "at most 1 point lower" in c.statement
+    assert c.tolerance_words == "1 point"
+    assert Criterion(0.5, "test accuracy", 2.0, higher_is_better=True, unit="points").tolerance_words == "2 points"
 
 
 def test_relative_loss_criterion():
     c = Criterion(0.75, "test MSE", 0.05, relative=True)
     assert c.holds(75, 100, 1.05e-3, 1e-3) and not c.holds(75, 100, 1.06e-3, 1e-3)
-    assert "at most 5% higher" in c.statement
+    assert "at most 5% higher" in c.statement and c.tolerance_words == "5%"
 
 
 def test_bad_criterion_is_an_error():

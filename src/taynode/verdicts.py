@@ -112,10 +112,15 @@ class Criterion:
         return bool(nfe <= self.max_nfe_ratio * base_nfe and self.worsening(value, base_value) <= self.tolerance)
 
     @property
+    def tolerance_words(self) -> str:
+        """The tolerance as prose writes it: "5 %" (relative), "1 point", "0.05 nats"."""
+        unit = self.unit[:-1] if self.tolerance == 1 and self.unit.endswith("s") else self.unit  # 1 point
+        return f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:g} {unit}".strip()
+
+    @property
     def statement(self) -> str:
         """The criterion as a sentence, to print before the table it judges."""
-        unit = self.unit[:-1] if self.tolerance == 1 and self.unit.endswith("s") else self.unit  # 1 point
-        tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:g} {unit}".strip()
+        tol = self.tolerance_words
         worse = "lower" if self.higher_is_better else "higher"
         return (f"a regularised run reproduces the claim when its test NFE is at most {self.max_nfe_ratio:g}× "
                 f"the unregularised run's of the same seed and its {self.metric} is at most {tol} {worse}")

@@ -199,3 +199,26 @@ def test_complete_methods_needs_every_planned_weight_finished_or_diverged():
     assert complete_methods(plan, done) == ["ERNODE"]
     assert complete_methods(plan, done + [{"reg": "steer", "steer_b": 0.25}]) == ["ERNODE", "STEER"]
     assert complete_methods(plan, []) == []
+
+
+def test_cost_outcomes_judge_the_chosen_model_by_prediction_and_step_ratios():
+    from taynode.verdicts import cost_outcomes
+
+    step = {"rows": [{"method": "none", "step_s": 0.10}, {"method": "ERNODE", "step_s": 0.15},
+                     {"method": "SRNODE", "step_s": 0.16}, {"method": "R2 exact", "step_s": 0.25}]}
+    pred = {"rows": [
+        {"family": "unregularised", "weight": 0.0, "seed": 0, "predict_s": 2.0},
+        {"family": "ERNODE", "weight": 1.0, "seed": 0, "predict_s": 1.5},   # 0.75x, step 1.5x: at both bounds
+        {"family": "ERNODE", "weight": 10.0, "seed": 0, "predict_s": 0.5},  # not the chosen weight
+        {"family": "SRNODE", "weight": 0.1, "seed": 0, "predict_s": 1.0},   # 0.5x but the step costs 1.6x
+        {"family": "R2", "weight": 10.0, "seed": 0, "predict_s": 1.0},
+        {"family": "ERNODE", "weight": 1.0, "seed": 1, "predict_s": 1.0},   # no unregularised model at seed 1
+    ]}
+    out = cost_outcomes(step, pred, {"ERNODE": 1.0, "SRNODE": 0.1, "R2": 10.0})
+    assert [(o["family"], o["seed"], o["holds"]) for o in out] == [("ERNODE", 0, True), ("SRNODE", 0, False)]
+    assert out[0]["predict_ratio"] == pytest.approx(0.75) and out[1]["step_ratio"] == pytest.approx(1.6)
+    r2 = cost_outcomes(step, pred, {"R2": 10.0}, families=("R2",))
+    assert r2[0]["step_ratio"] == pytest.approx(2.5) and not r2[0]["holds"]  # R2's row is "R2 exact"
+    assert cost_outcomes(step, pred, {"ERNODE": None}) == []  # no chosen weight: nothing judged
+    with pytest.raises(ValueError, match="'none' row"):
+        cost_outcomes({"rows": []}, pred, {})

@@ -28,7 +28,7 @@ import pandas as pd
 __all__ = ["VERDICTS", "Criterion", "CRITERIA", "verdict", "seeds_phrase", "met_phrase", "judge_seeds",
            "choose_weights", "rq2_frame", "best_orders", "rq2_best", "order_match",
            "SOLVER_STEP_NFE", "PUBLISHED", "published_frame", "REG_FIELDS", "stability_pairs",
-           "stability_verdict", "METHOD_REGS", "method_of", "complete_methods"]
+           "stability_verdict", "METHOD_REGS", "method_of", "complete_methods", "COST_CLAIM", "cost_outcomes"]
 
 VERDICTS = ("holds", "partly", "does not", "not yet")
 
@@ -241,6 +241,46 @@ def complete_methods(planned: Iterable[Mapping], done: Iterable[Mapping]) -> lis
         fam, w = method_of(c)
         have.setdefault(fam, set()).add(w)
     return [fam for fam, ws in want.items() if ws <= have.get(fam, set())]
+
+
+#: chapter 08's reading of "cuts prediction time with little training overhead" (Pal et al. 2021): at the
+#: chosen weight, predicting the test examples takes at most `max_predict` times the unregularised model's
+#: time (same seed, one benchmark run), and a training step at most `max_step` times the unregularised step
+COST_CLAIM = {"max_predict": 0.75, "max_step": 1.5}
+
+
+def cost_outcomes(step_bench: Mapping, predict_bench: Mapping, chosen: Mapping, *,
+                  families: Iterable[str] = ("ERNODE", "SRNODE"), max_predict: float = COST_CLAIM["max_predict"],
+                  max_step: float = COST_CLAIM["max_step"]) -> list[dict]:
+    """Each method's chosen model judged by `COST_CLAIM`, from the two benchmarks of one experiment.
+
+    **Arguments**
+    - `step_bench`: a `benchmarks/step_cost.py` record (rows with `method` and `step_s`; "none" is the
+      unregularised step; a method's row is named as `method_of` names the family, "R2 exact" for R2).
+    - `predict_bench`: a `benchmarks/predict_time.py` record (rows with `family`, `weight`, `seed` and
+      `predict_s`).
+    - `chosen`: `{family: weight}` as `choose_weights` gives it.
+
+    **Returns** one dict per family of `families` that has a chosen weight, a step row and a prediction row
+    of that weight at a seed with an unregularised prediction row: `family`, `weight`, `seed`,
+    `predict_ratio`, `step_ratio`, `holds`. Families lacking any of these are left out (not yet measured).
+    """
+    steps = {r["method"]: r["step_s"] for r in step_bench["rows"]}
+    if "none" not in steps:
+        raise ValueError("step_bench has no 'none' row: the unregularised step is the reference")
+    base = {r["seed"]: r["predict_s"] for r in predict_bench["rows"] if r["family"] == "unregularised"}
+    out = []
+    for fam in families:
+        w = chosen.get(fam)
+        name = f"{fam} exact" if fam in ("R2", "R3") else fam
+        if w is None or name not in steps:
+            continue
+        for r in predict_bench["rows"]:
+            if r["family"] == fam and r["weight"] == w and r["seed"] in base:
+                pr, sr = r["predict_s"] / base[r["seed"]], steps[name] / steps["none"]
+                out.append(dict(family=fam, weight=w, seed=r["seed"], predict_ratio=pr, step_ratio=sr,
+                                holds=bool(pr <= max_predict and sr <= max_step)))
+    return out
 
 
 def rq2_frame(records) -> pd.DataFrame:

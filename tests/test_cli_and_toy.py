@@ -96,6 +96,7 @@ def test_toy_trains_evaluates_and_sweeps_through_the_cli(tmp_path, capsys):
     assert "1 of 1 records reproduced (1 exactly, 0 to rtol)" in capsys.readouterr().out
     (row,) = json.loads(table.read_text())["rows"]
     assert (row["path"], row["same"], row["rtol"], row["differences"]) == (str(path), True, 0.0, [])
+    assert row["data"] == record["data"]  # the data the check evaluated on, as the loader describes it
     assert main(["check-records", out, "--out", str(table), "--no-progress"]) == 0
     assert json.loads(table.read_text())["rows"] == [row]  # unchanged record: its row is kept as it was
     # a record whose metric was edited is checked again and fails, naming the metric and both values

@@ -73,11 +73,12 @@ def _check_one(exp, path: Path, data_cache: dict, devices: int) -> dict:
 
     cfg, params, record = load_run(exp, path)
     cfg = dataclasses.replace(cfg, devices=devices)
-    key = json.dumps([exp.name, exp.data_provenance(cfg), cfg.dtype, cfg.eval_dtype], sort_keys=True, default=str)
+    data_used = exp.data_provenance(cfg)
+    key = json.dumps([exp.name, data_used, cfg.dtype, cfg.eval_dtype], sort_keys=True, default=str)
     if key not in data_cache:
         data_cache[key] = exp.load_data(cfg, progress=False)
     metrics = reevaluate(exp, cfg, params, record, data_cache[key])
-    return compare_with_record(cfg, metrics, record)
+    return {**compare_with_record(cfg, metrics, record), "data": data_used}
 
 
 def check_records(paths, out=DEFAULT_OUT, *, redo: bool = False, progress: bool = True, devices: int = 0) -> dict:
@@ -94,7 +95,9 @@ def check_records(paths, out=DEFAULT_OUT, *, redo: bool = False, progress: bool 
     `git_commit`, `source_dirty` and `taylor_method`, `checked_with` (the commit, tree state and date of
     the check), then `same`, `rtol`, `why` (why not exactly), `differences` (up to five, as `metrics_diff`
     gives them), `n_differences`, `error` (the error's type and one-line reason where the evaluation
-    failed, else None) and `seconds`.
+    failed, else None), `data` (`Experiment.data_provenance` of the data the check evaluated on: for a
+    record made before records carried their own `data`, a row with `same` says which data reproduce
+    it) and `seconds`.
     """
     from tqdm.auto import tqdm
 
@@ -127,7 +130,8 @@ def check_records(paths, out=DEFAULT_OUT, *, redo: bool = False, progress: bool 
                                  f"(one of {', '.join(REGISTRY)})")
             found = _check_one(exp, path, data_cache, devices)
             row.update(same=found["same"], rtol=found["rtol"], why=found["why"],
-                       differences=found["differences"][:5], n_differences=len(found["differences"]), error=None)
+                       differences=found["differences"][:5], n_differences=len(found["differences"]), error=None,
+                       data=found["data"])
         except Exception as e:  # noqa: BLE001 — every failure is a row of the table, named by its type and reason
             row.update(same=False, rtol=None, why="", differences=[], n_differences=0,
                        error=f"{type(e).__name__}: {error_line(e)}")

@@ -199,3 +199,21 @@ def test_rq2_best_marks_the_cheapest_accurate_order_per_solver():
     assert df.loc[(df["solver"] == "bosh3") & (df["order"] == 3), "ratio"].item() == pytest.approx(0.4)
     with pytest.raises(ValueError, match="one unregularised dopri5"):
         rq2_best([rec("dopri5", 2, 20, 0.87)])
+
+
+def test_the_short_sweep_plans_the_settings_of_the_committed_2_epoch_records():
+    """`taynode sweep mnist --runs short --out results/mnist/short` makes the records chapter 5's 2-epoch table
+    reads: one planned config per record, equal on every field the record holds (older records lack the
+    fields added since, e.g. the Taylor method)."""
+    import dataclasses
+
+    from taynode.paths import RESULTS
+    from taynode.runner import sweep_configs
+
+    planned = {EXP.run_name(c): dataclasses.asdict(c) for c in sweep_configs(EXP, "cpu", "short")}
+    records = {p.stem: json.loads(p.read_text())["config"]
+               for p in (RESULTS / "mnist" / "short").glob("mnist_cpu_*_seed*.json")}
+    assert len(planned) == 16 and set(planned) == set(records)
+    for run, cfg in records.items():
+        plan = json.loads(json.dumps(planned[run]))  # tuples as the record's lists
+        assert {k: v for k, v in cfg.items() if k in plan} == {k: plan[k] for k in cfg if k in plan}, run

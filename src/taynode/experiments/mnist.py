@@ -112,6 +112,16 @@ HEURISTICS = (
 )
 
 
+# Chapter 05's 2-epoch sweep (out dir results/mnist/short): the headline at seeds 0, 1, 2 and three weights of
+# R_2, R_3 and RNODE at seed 0, at the SHORT scale.
+SHORT_SWEEP = tuple({**SHORT, **o, "seed": s} for s in (0, 1, 2) for o in HEADLINE) + tuple(
+    {**SHORT, **o, "seed": 0}
+    for o in (dict(reg="taylor", order=2, lam=1e-2), dict(reg="taylor", order=2, lam=1e-1),
+              dict(reg="taylor", order=3, lam=1e-2), dict(reg="taylor", order=3, lam=1e-1),
+              dict(reg="taylor", order=3, lam=1.0), dict(reg="rnode", lam_kin=1e-2, lam_fro=1e-2),
+              dict(reg="rnode", lam_kin=1e-1, lam_fro=1e-1))
+)
+
 SWEEPS = {
     # the order in which the trained tier's runs are made: the headline at every seed first, then the rest
     "full": tuple({**o, "seed": s} for s in (0, 1, 2) for o in HEADLINE) + tuple({**o, "seed": 0} for o in REST),
@@ -119,6 +129,7 @@ SWEEPS = {
     "rq2": tuple({**o, "seed": 0} for o in RQ2),
     "sampled": tuple({**o, "seed": 0} for o in SAMPLED),
     "heuristics": tuple({**o, "seed": 0} for o in HEURISTICS),
+    "short": SHORT_SWEEP,
 }
 
 

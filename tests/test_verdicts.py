@@ -202,7 +202,7 @@ def test_complete_methods_needs_every_planned_weight_finished_or_diverged():
 
 
 def test_cost_outcomes_judge_the_chosen_model_by_prediction_and_step_ratios():
-    from taynode.verdicts import cost_outcomes
+    from taynode.verdicts import cost_outcomes, step_ratios
 
     step = {"rows": [{"method": "none", "step_s": 0.10}, {"method": "ERNODE", "step_s": 0.15},
                      {"method": "SRNODE", "step_s": 0.16}, {"method": "R2 exact", "step_s": 0.25}]}
@@ -220,5 +220,6 @@ def test_cost_outcomes_judge_the_chosen_model_by_prediction_and_step_ratios():
     r2 = cost_outcomes(step, pred, {"R2": 10.0}, families=("R2",))
     assert r2[0]["step_ratio"] == pytest.approx(2.5) and not r2[0]["holds"]  # R2's row is "R2 exact"
     assert cost_outcomes(step, pred, {"ERNODE": None}) == []  # no chosen weight: nothing judged
+    assert step_ratios(step) == pytest.approx({"none": 1.0, "ERNODE": 1.5, "SRNODE": 1.6, "R2 exact": 2.5})
     with pytest.raises(ValueError, match="'none' row"):
         cost_outcomes({"rows": []}, pred, {})

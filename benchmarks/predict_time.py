@@ -33,7 +33,7 @@ jax.config.update("jax_enable_x64", True)
 from taynode.evaluation import _sharded, final_state, for_evaluation  # noqa: E402
 from taynode.experiment import batch_size_of, batch_slice  # noqa: E402
 from taynode.experiments import REGISTRY  # noqa: E402
-from taynode.records import provenance, save_record  # noqa: E402
+from taynode.records import cpu_clock, cpu_use, provenance, save_record  # noqa: E402
 from taynode.runner import load_run  # noqa: E402
 from taynode.verdicts import method_of  # noqa: E402
 
@@ -110,15 +110,18 @@ def main(argv=None):
         print(f"compiled {info['run']:<48} {info['compile_and_first_s']:6.1f} s", flush=True)
     samples = {run: [] for run in built}
     load_before = os.getloadavg()[0]
+    clock = cpu_clock()  # what this process and every other one kept busy during the timed calls
     for _ in range(a.rounds):
         for run, (call, _) in built.items():
             samples[run].append(_median(call, a.repeats))
+    use = cpu_use(clock)
     rows = []
     for run, (_, info) in built.items():
         rows.append({**info, "predict_s": statistics.median(samples[run]), "rounds": samples[run]})
     base = {r["seed"]: r["predict_s"] for r in rows if r["family"] == "unregularised"}
     print(f"\n{exp.name}: {rows[0]['examples']} test examples in joint batches of {rows[0]['batch']}, "
-          f"rtol = atol = {rows[0]['eval_rtol']:g} in {rows[0]['eval_dtype']}; load {load_before:.1f}")
+          f"rtol = atol = {rows[0]['eval_rtol']:g} in {rows[0]['eval_dtype']}; other processes kept "
+          f"{use['other_processes_cores_used']} of {use['cores']} cores busy")
     print(f"{'run':<48} {'test NFE':>9} {'predict (ms)':>13} {'÷ unreg.':>9}")
     for r in rows:
         r["over_unregularised"] = r["predict_s"] / base[r["seed"]] if r["seed"] in base else None
@@ -133,7 +136,9 @@ def main(argv=None):
                     "value is the median of the rounds",
         "what": "the unregularised dynamics solved at the evaluation tolerance on the test examples of the "
                 "joint NFE, in joint batches of the training batch size",
-        "load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows,
+        "load_before": load_before, "load_after": os.getloadavg()[0], "cores": use["cores"],
+        "own_cores_used": use["own_cores_used"], "other_processes_cores_used": use["other_processes_cores_used"],
+        "rows": rows,
     })
     print(f"written: {out}")
     return 0

@@ -54,7 +54,7 @@ import jax.tree_util as jtu  # noqa: E402
 from taynode.experiments import REGISTRY  # noqa: E402
 from taynode.objective import make_loss, make_train_step  # noqa: E402
 from taynode.optim import make_optimizer  # noqa: E402
-from taynode.records import provenance, save_record  # noqa: E402
+from taynode.records import cpu_clock, cpu_use, provenance, save_record  # noqa: E402
 from taynode.regularization import Regularization  # noqa: E402
 from taynode.regularizers import TaylorRK, per_example_mean_square  # noqa: E402
 from taynode.runner import load_run  # noqa: E402
@@ -188,6 +188,7 @@ def main(argv=None):
     samples = {name: {k: [] for k in ("f_s", "forward_s", "step_s")} for name in a.methods}
     point_samples = {k: {"fwd": [], "vg": []} for k in a.orders}
     load_before = os.getloadavg()[0]
+    clock = cpu_clock()  # what this process and every other one kept busy during the timed calls
     for _ in range(a.rounds):
         for name in a.methods:
             for k, call in built[name][0].items():
@@ -195,6 +196,7 @@ def main(argv=None):
         for k, calls in points.items():
             for part, call in calls.items():
                 point_samples[k][part].append(_median(call, a.repeats))
+    use = cpu_use(clock)
     # one unit for every method: the field is the same computation in each
     unit = statistics.median(x for name in a.methods for x in samples[name]["f_s"])
     point = {k: {part: statistics.median(v) for part, v in parts.items()} for k, parts in point_samples.items()}
@@ -212,7 +214,8 @@ def main(argv=None):
         })
     base = next((r for r in rows if r["method"] == "none"), None)
     print(f"\n{exp.name}, batch {base_cfg.batch_size}, {base_cfg.solver} at rtol=atol={base_cfg.rtol:g} in "
-          f"{base_cfg.dtype}, parameters of {record.name}; load {load_before:.1f}; f {1e3 * unit:.3f} ms")
+          f"{base_cfg.dtype}, parameters of {record.name}; other processes kept "
+          f"{use['other_processes_cores_used']} of {use['cores']} cores busy; f {1e3 * unit:.3f} ms")
     print(f"{'method':<22} {'NFE':>5} {'forward (s)':>12} {'step (s)':>9} {'fwd f-units':>12} "
           f"{'step f-units':>13} {'per NFE':>8} {'step ÷ none':>12} {'bound':>6}")
     steps = (base["nfe"] - 2) / 6 if base else float("nan")  # attempted Dopri5 steps (FSAL: 6 new f each)
@@ -244,7 +247,9 @@ def main(argv=None):
         "point": {str(k): v for k, v in point.items()},
         "point_rounds": {str(k): v for k, v in point_samples.items()},
         "bound": "the unregularised step plus point_s[K] per attempted step, over the unregularised step",
-        "load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows,
+        "load_before": load_before, "load_after": os.getloadavg()[0], "cores": use["cores"],
+        "own_cores_used": use["own_cores_used"], "other_processes_cores_used": use["other_processes_cores_used"],
+        "rows": rows,
     })
     print(f"written: {out}")
     return 0

@@ -58,6 +58,8 @@ def test_source_state_names_the_files_that_differ(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("x = 1\n")
     (tmp_path / "notes.txt").write_text("n\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}\n")
     git(tmp_path, "add", ".")
     git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
     clean = source_state(tmp_path)
@@ -65,8 +67,10 @@ def test_source_state_names_the_files_that_differ(tmp_path):
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
     (tmp_path / "src" / "new.py").write_text("")
     (tmp_path / "scratch.txt").write_text("")  # untracked outside src/: not a source change
+    (tmp_path / "results" / "r.json").write_text('{"new": 1}\n')  # a record, not source
+    (tmp_path / "notes.txt").write_text("m\n")  # a tracked file outside src/: a change
     dirty = source_state(tmp_path)
-    assert dirty["source_dirty"] is True and dirty["dirty_paths"] == ["src/a.py", "src/new.py"]
+    assert dirty["source_dirty"] is True and dirty["dirty_paths"] == ["notes.txt", "src/a.py", "src/new.py"]
     assert dirty["git_commit"] == clean["git_commit"]
 
 

@@ -38,7 +38,9 @@ def source_state(path=None) -> dict:
     """The commit of the repository and whether the tree differs from it.
 
     **Returns** `{"git_commit": sha or None, "source_dirty": bool or None, "dirty_paths": [...]}`:
-    tracked files with changes and untracked files under `src/`, as `git status` names them.
+    tracked files with changes and untracked files under `src/`, as `git status` names them. Files
+    under `results/` are the records and benchmarks this code writes, not its source: a record made
+    while an earlier record of the same session waits to be committed is still made from a clean tree.
     """
     cwd = Path(path or ROOT)
     try:
@@ -51,7 +53,7 @@ def source_state(path=None) -> dict:
     paths = []
     for line in status:
         code, name = line[:2], line[3:]
-        if code == "??" and not name.startswith("src/"):
+        if (code == "??" and not name.startswith("src/")) or name.startswith("results/"):
             continue
         paths.append(name)
     return {"git_commit": head, "source_dirty": bool(paths), "dirty_paths": sorted(paths)}

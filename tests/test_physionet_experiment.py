@@ -489,3 +489,34 @@ def test_patient_mse_is_each_patients_own_mse(eleven):
     cells = data.test.mask.sum(axis=(1, 2))
     assert np.sum(got * cells) / cells.sum() == pytest.approx(m["test_mse"], rel=1e-12)
     assert patient_mse(tiny(eval_test_size=3), EXP.init_params(tiny(), jr.PRNGKey(2)), data).shape == (3,)
+
+
+def test_train_split_mse_scores_the_patients_the_run_trained_on():
+    """Each of the first `train_size` training patients solved alone (independent of the batched pass);
+    the patients after them, scrambled, change nothing."""
+    from taynode.evaluation import for_evaluation
+    from taynode.experiments.physionet import train_split_mse
+
+    cfg = tiny(dtype="float32", rtol=1e-5, atol=1e-5, batch_size=4, train_size=7)
+    data = synthetic(n_train=12)
+    params = EXP.init_params(cfg, jr.PRNGKey(3))
+    got = train_split_mse(cfg, params, data)
+    assert got["train_patients"] == 7
+    ecfg, eparams = for_evaluation(cfg, params)
+    own = dataclasses.replace(data, test=data.train)  # the training rows where eval_arrays reads
+    x = EXP.eval_arrays(dataclasses.replace(ecfg, eval_test_size=0), own)
+    preds = np.concatenate([_solve_patient(ecfg, eparams, x, i) for i in range(7)], axis=1)  # (S, 7, T, D)
+    vals, mask = x["values"][:7], x["mask"][:7]
+    sq = np.mean(((vals[None] - preds) ** 2 * mask[None]).sum(axis=(2, 3)), axis=0)
+    assert got["train_mse"] == pytest.approx(sq.sum() / mask.sum(), rel=1e-9)
+    assert got["train_baseline_mse"] == pytest.approx(baseline_mse(data.train.values[:7], data.train.mask[:7]),
+                                                      rel=1e-12)
+    assert got["train_mse_ratio"] == pytest.approx(got["train_mse"] / got["train_baseline_mse"], rel=1e-12)
+    rest = np.arange(12)
+    rest[7:] = rest[7:][::-1]
+    scrambled = dataclasses.replace(data, train=dataclasses.replace(
+        data.train, values=data.train.values[rest] * 3.0, mask=data.train.mask[rest]))
+    scrambled.train.values[:7] = data.train.values[:7]
+    assert train_split_mse(cfg, params, scrambled) == got
+    with pytest.raises(ValueError, match="train_size .13. exceeds the 12 training patients"):
+        train_split_mse(tiny(train_size=13), params, data)

@@ -38,6 +38,7 @@ trajectory solved at the evaluation tolerance in `eval_dtype`:
   cells (scaled units); `patient_mse` gives each patient's own MSE.
 - `baseline_mse`: the same masked MSE of the per-patient-mean predictor (`patient_means`: each
   patient's mean of its own observed values of a feature), and `mse_ratio` = test ÷ baseline.
+  `train_split_mse` gives both on the training patients the run saw (not part of a run record).
 - `test_loss`: the paper's loss is a number per batch; it is computed on consecutive batches of
   `batch_size` patients (the last one smaller when `batch_size` does not divide the patients) and
   averaged with each batch weighted by its patients, with β of the last epoch. `test_loglik`:
@@ -78,7 +79,7 @@ from ..latent import (
 from ..models import as_field
 
 __all__ = ["PhysioNetConfig", "PhysioNetExperiment", "EXPERIMENT", "PRESETS", "SWEEPS", "TEST_PATIENTS",
-           "eval_keys", "posterior", "sample_z0", "patient_means", "baseline_mse", "patient_mse"]
+           "eval_keys", "posterior", "sample_z0", "patient_means", "baseline_mse", "patient_mse", "train_split_mse"]
 
 FEATURES = 37
 #: patients of the test split (seed 0; 1600 RecordIDs less one record without a time series)
@@ -308,6 +309,27 @@ def patient_mse(cfg, params, data) -> np.ndarray:
     cfg, params = for_evaluation(cfg, params)
     out = _test_pass(EXPERIMENT, cfg, params, data)
     return out["sq"] / out["cells"]
+
+
+def train_split_mse(cfg, params, data) -> dict:
+    """The test MSE's definition on the patients the run trained on: the first `train_size` training
+    patients, beside the per-patient-mean baseline on the same patients (what a model fits of its own
+    data, the *train* column of a comparison).
+
+    In `cfg.eval_dtype` at the evaluation tolerance, the posterior samples drawn as for the test patients
+    (one fixed key per row). **Returns** `{"train_mse", "train_baseline_mse", "train_mse_ratio",
+    "train_patients"}`. **Raises** `ValueError` where `train_size` exceeds the training patients.
+    """
+    n = cfg.train_size
+    if n > len(data.train):
+        raise ValueError(f"train_size ({n}) exceeds the {len(data.train)} training patients")
+    own = dataclasses.replace(data.train, **{f: getattr(data.train, f)[:n]
+                                            for f in ("values", "mask", "record_ids", "in_hospital_death")})
+    cfg, params = for_evaluation(cfg, params)
+    out = _test_pass(EXPERIMENT, dataclasses.replace(cfg, eval_test_size=0), params,
+                     dataclasses.replace(data, test=own))
+    mse, base = float(out["sq"].sum() / out["cells"].sum()), baseline_mse(out["values"], out["mask"])
+    return {"train_mse": mse, "train_baseline_mse": base, "train_mse_ratio": mse / base, "train_patients": out["n"]}
 
 
 class PhysioNetExperiment(Experiment):

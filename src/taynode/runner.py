@@ -105,7 +105,7 @@ def train(exp: Experiment, cfg, *, data=None, out_dir=None, ckpt_root="checkpoin
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "config.json").write_text(json.dumps({"experiment": exp.name, **dataclasses.asdict(cfg)},
                                                          indent=2))
-    eval_seconds = {}  # id(metrics) -> wall-clock of that evaluation (the prediction time of the test split)
+    eval_seconds = {}  # id(metrics) -> wall-clock of that evaluation (every reported metric, compilation included)
 
     def timed_eval(params, validation):
         t = time.perf_counter()

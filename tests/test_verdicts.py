@@ -223,3 +223,21 @@ def test_cost_outcomes_judge_the_chosen_model_by_prediction_and_step_ratios():
     assert step_ratios(step) == pytest.approx({"none": 1.0, "ERNODE": 1.5, "SRNODE": 1.6, "R2 exact": 2.5})
     with pytest.raises(ValueError, match="'none' row"):
         cost_outcomes({"rows": []}, pred, {})
+
+
+def test_cost_pending_names_the_chosen_settings_no_benchmark_covers():
+    from taynode.verdicts import cost_pending
+
+    step = {"rows": [{"method": "none", "step_s": 0.10}, {"method": "ERNODE", "step_s": 0.15},
+                     {"method": "SRNODE", "step_s": 0.16}]}
+    pred = {"rows": [
+        {"family": "unregularised", "weight": 0.0, "seed": 0, "predict_s": 2.0},
+        {"family": "ERNODE", "weight": 1.0, "seed": 0, "predict_s": 1.5},
+        {"family": "SRNODE", "weight": 0.01, "seed": 0, "predict_s": 1.0},  # another weight than the chosen
+    ]}
+    assert cost_pending(step, pred, {"ERNODE": 1.0, "SRNODE": 1.0}) == [("SRNODE", 1.0)]
+    assert cost_pending(step, pred, {"ERNODE": 1.0, "SRNODE": 0.01}) == []
+    assert cost_pending(step, pred, {"ERNODE": None}) == []  # no chosen weight: nothing pending
+    assert cost_pending(None, pred, {"ERNODE": 1.0}) == [("ERNODE", 1.0)]  # no step benchmark
+    no_step_row = {"rows": [{"method": "none", "step_s": 0.10}]}
+    assert cost_pending(no_step_row, pred, {"ERNODE": 1.0}) == [("ERNODE", 1.0)]

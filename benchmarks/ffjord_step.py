@@ -38,7 +38,7 @@ import optax
 from taynode.cnf import CNF, ConcatConvField, bits_per_dim, dequantize, logit_transform
 from taynode.machine import machine_info
 from taynode.models import as_field
-from taynode.records import provenance, save_record
+from taynode.records import cpu_clock, cpu_use, provenance, save_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def main(argv=None):
         ap.error(f"--repeats must be >= 1, got {a.repeats}")
 
     rng = np.random.default_rng(0)
-    rows = []
+    rows, clock = [], cpu_clock()
     header = (f"{'config':<12} {'image':>6} {'hidden':>9} {'batch':>5} {'impl':>6} {'state':>5} {'NFE':>4} "
               f"{'step s':>8} {'cpu s':>8} {'ms/NFE':>7} {'1st call s':>10} {'load':>5}  note")
     print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} cores; jax {jax.__version__} ({jax.default_backend()})")
@@ -215,6 +215,7 @@ def main(argv=None):
                     "repeated calls on the same batch and key; a step predicted (from a batch-20 call) to "
                     "exceed max_step_s is measured at batch 20 and scaled linearly",
         "max_step_s": a.max_step_s,
+        **cpu_use(clock),
         "rows": rows,
     }
     out = save_record(a.out, record)

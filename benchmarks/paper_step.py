@@ -29,7 +29,7 @@ import jax.tree_util as jtu  # noqa: E402
 from taynode.experiments import REGISTRY  # noqa: E402
 from taynode.objective import make_train_step  # noqa: E402
 from taynode.optim import make_optimizer  # noqa: E402
-from taynode.records import provenance, save_record  # noqa: E402
+from taynode.records import cpu_clock, cpu_use, provenance, save_record  # noqa: E402
 from taynode.train import epoch_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "paper_step.json"))
     a = ap.parse_args(argv)
     names = a.experiments or [n for n in REGISTRY if "paper" in REGISTRY[n].presets and n != "toy"]
-    rows = []
+    rows, clock = [], cpu_clock()
     for name in names:
         exp = REGISTRY[name]
         for reg in (dict(reg="none"), PAPER_REG.get(name)):
@@ -87,7 +87,8 @@ def main(argv=None):
             r = rows[-1]
             print(f"{r['run']:<40} {med:8.2f} s/step  NFE {nfes[-1]:5.0f}  {cfg.num_steps:7d} steps  "
                   f"≥ {r['projected_h']:7.1f} h", flush=True)
-    out = save_record(a.out, {**provenance(), "benchmark": "paper_step", "steps_timed": a.steps, "rows": rows})
+    out = save_record(a.out, {**provenance(), "benchmark": "paper_step", "steps_timed": a.steps,
+                              **cpu_use(clock), "rows": rows})
     print(f"written: {out}")
     return 0
 

@@ -40,12 +40,12 @@ def main(argv=None):
     from taynode.experiments import REGISTRY
     from taynode.objective import make_train_step
     from taynode.optim import make_optimizer
-    from taynode.records import provenance, save_record
+    from taynode.records import cpu_clock, cpu_use, provenance, save_record
 
     exp = REGISTRY["mnist"]
     data = exp.load_data(exp.config(), progress=False)
     counts = [n for n in (1, 2, 4, 8, 16) if n <= jax.device_count() and 100 % n == 0]
-    rows = []
+    rows, clock = [], cpu_clock()
     for reg in ({"reg": "none"}, {"reg": "taylor", "order": 2, "lam": 1.0}):
         cfg = exp.config("cpu", rtol=a.tol, atol=a.tol, **reg)
         x, y = exp.train_arrays(cfg, data)
@@ -77,7 +77,8 @@ def main(argv=None):
         r["vs_one_device"] = r["median_s"] / base[r["reg"]]
     out = save_record(a.out, {**provenance(), "benchmark": "parallel_step", "platform": jax.default_backend(),
                               "forced_host_devices": a.host_devices if jax.default_backend() == "cpu" else None,
-                              "tol": a.tol, "repeats": a.repeats, "batch": 100, "rows": rows})
+                              "tol": a.tol, "repeats": a.repeats, "batch": 100, **cpu_use(clock),
+                              "rows": rows})
     print(f"written: {out}")
     return 0
 

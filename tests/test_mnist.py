@@ -217,3 +217,41 @@ def test_the_short_sweep_plans_the_settings_of_the_committed_2_epoch_records():
     for run, cfg in records.items():
         plan = json.loads(json.dumps(planned[run]))  # tuples as the record's lists
         assert {k: v for k, v in cfg.items() if k in plan} == {k: plan[k] for k in cfg if k in plan}, run
+
+
+def test_whole_split_nfe_counts_every_test_image_once_against_a_counting_field():
+    from helpers import Counter
+
+    from taynode.evaluation import nfe_values, whole_split_nfe
+    from taynode.solve import solve
+
+    cfg = tiny(dtype="float32", eval_dtype="float64")  # trained in float32, judged in float64
+    data = synthetic(n_test=90)  # 4 joint batches of 20 and a last one of 10
+    # black images in the second batch and the last one: their joint solves need other step counts, so a
+    # batch taken from the wrong slice of the test images shows
+    data["test_images"] = np.random.default_rng(1).integers(0, 256, (90, 28, 28)).astype(np.uint8)
+    data["test_images"][20:40] = 0
+    data["test_images"][80:] = 0
+    params = EXP.init_params(cfg, jr.PRNGKey(3))
+    params = {**params, "dyn": jax.tree_util.tree_map(lambda a: 8 * a, params["dyn"])}  # a rougher field
+    got = whole_split_nfe(EXP, cfg, params, data)
+    assert (got["examples"], got["batch"], len(got["batches"]), got["remainder"]["examples"]) == (90, 20, 4, 10)
+    # reference: the paper's dynamics, counted as they are called, on each slice of the test images
+    p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params["dyn"])
+    field = Counter(lambda t, y, a: MNISTDynamics().apply(a, t, y))
+    images = jnp.asarray(data["test_images"].reshape(90, 784) / 255.0, jnp.float64)
+    counts = []
+    for lo, hi in ((0, 20), (20, 40), (40, 60), (60, 80), (80, 90)):
+        field.count = 0
+        jax.block_until_ready(solve(field, images[lo:hi], p64, rtol=cfg.eval_rtol, atol=cfg.eval_atol,
+                                    max_steps=cfg.max_steps, batched=True).y1)
+        counts.append(field.count)
+    assert len(set(counts)) > 1  # the slices pose different systems
+    assert got["batches"] == counts[:4] and got["remainder"]["nfe"] == counts[4]
+    assert got["mean"] == pytest.approx(np.mean(counts[:4])) and got["max"] == max(counts[:4])
+    # the records' own joint NFE is the first cfg.nfe_examples of it
+    assert nfe_values(EXP, cfg, params, data)["test_nfe_batches"] == got["batches"][:2]
+    assert whole_split_nfe(EXP, cfg, params, data, examples=40)["remainder"] is None
+    for bad, match in ((0, "positive integer"), (91, "exceeds the 90"), (10, "smaller than one batch")):
+        with pytest.raises(ValueError, match=match):
+            whole_split_nfe(EXP, cfg, params, data, examples=bad)

@@ -31,8 +31,8 @@ from . import parallel
 from .experiment import Experiment, batch_size_of, batch_slice, solve_problem
 from .regularizers import JacobianFrobenius, Kinetic, TaylorRK
 
-__all__ = ["evaluate", "final_state", "nfe_values", "penalty_values", "PENALTY_ORDERS", "cast_floats",
-           "for_evaluation", "metrics_match", "metrics_diff", "METHOD_RTOL"]
+__all__ = ["evaluate", "final_state", "nfe_values", "whole_split_nfe", "penalty_values", "PENALTY_ORDERS",
+           "cast_floats", "for_evaluation", "metrics_match", "metrics_diff", "METHOD_RTOL"]
 
 PENALTY_ORDERS = (2, 3)
 # How far two evaluations of one model may differ when R_K is computed by another Taylor method: the
@@ -111,6 +111,46 @@ def nfe_values(exp: Experiment, cfg, params, data) -> dict:
     return {"test_nfe": float(np.mean(joint)) if joint else None, "test_nfe_batches": joint,
             "test_nfe_per_example": float(np.mean(per_ex)), "sizes": {"nfe_joint": len(joint) * bs,
                                                                       "nfe_batch": bs, "nfe_per_example": m}}
+
+
+def whole_split_nfe(exp: Experiment, cfg, params, data, examples: int | None = None) -> dict:
+    """The joint-batch NFE of `nfe_values`, over every test example instead of the first `cfg.nfe_examples`.
+
+    The test examples `exp.eval_arrays` gives (all of them, or the first `examples`) in consecutive joint
+    batches of `cfg.batch_size`, the unregularised dynamics at the evaluation tolerance in the evaluation
+    dtype, as `nfe_values` solves them; a last batch with fewer examples is solved too and reported apart
+    (a smaller joint system needs no more steps than its batch would, so it is not averaged in).
+
+    **Returns** `{"batches": [NFE of each full batch], "batch": batch size, "examples": examples covered,
+    "remainder": {"examples": k, "nfe": NFE} or None, "mean", "sd", "min", "max"}` (over the full
+    batches; `sd` the population standard deviation).
+
+    **Raises** `ValueError` when `examples` is not a positive integer, exceeds the test split, or is
+    smaller than one batch.
+    """
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, (int, np.integer))
+                                 or examples < 1):
+        raise ValueError(f"examples must be a positive integer (or None: the whole test split), got {examples!r}")
+    cfg, params = for_evaluation(cfg, params)
+    # eval_arrays takes as many test examples as the largest of its count fields (at most the split)
+    every = exp.eval_arrays(dataclasses.replace(cfg, nfe_examples=np.iinfo(np.int32).max), data)
+    available = batch_size_of(every)
+    n = available if examples is None else int(examples)
+    if n > available:
+        raise ValueError(f"examples={n} exceeds the {available} test examples; pass at most {available}")
+    bs = cfg.batch_size
+    if n < bs:
+        raise ValueError(f"examples={n} is smaller than one batch ({bs}); pass at least {bs}")
+    full = n - n % bs
+    joint = [int(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(every, i, i + bs)), False))
+             for i in range(0, full, bs)]
+    rest = None
+    if full < n:
+        rest = {"examples": n - full,
+                "nfe": int(_nfe(exp, cfg, *_sharded(cfg, params, batch_slice(every, full, n)), False))}
+    arr = np.asarray(joint, float)
+    return {"batches": joint, "batch": bs, "examples": n, "remainder": rest, "mean": float(arr.mean()),
+            "sd": float(arr.std()), "min": int(arr.min()), "max": int(arr.max())}
 
 
 def penalty_values(exp: Experiment, cfg, params, data, orders=None, n: int | None = None) -> dict:

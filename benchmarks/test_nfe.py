@@ -17,8 +17,6 @@ written is not solved again, so new records are added by running the script agai
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,24 +25,17 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from record_rows import ROOT, checked_paths, previous_rows, records_to_score, row_head, save_table  # noqa: E402
+
 from taynode.evaluation import whole_split_nfe  # noqa: E402
 from taynode.experiments import REGISTRY  # noqa: E402
-from taynode.records import provenance, save_record  # noqa: E402
-from taynode.runner import load_run  # noqa: E402
-from taynode.verdicts import method_of  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from taynode.records import provenance  # noqa: E402
 
 
 def default_records(experiment: str) -> list[Path]:
     """The trained models of the experiment's chapter and of chapter 8's sweep (diverged runs have none)."""
     results = ROOT / "results" / experiment
     return sorted(results.glob(f"{experiment}_*.json")) + sorted((results / "heuristics").glob(f"{experiment}_*.json"))
-
-
-def _name(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main(argv=None):
@@ -57,34 +48,14 @@ def main(argv=None):
     ap.add_argument("--redo", action="store_true", help="solve records whose rows are up to date too")
     a = ap.parse_args(argv)
     exp = REGISTRY[a.experiment]
-    paths = [Path(p) for p in a.records] if a.records else default_records(a.experiment)
-    if not paths:
-        raise SystemExit(f"no {a.experiment} run records found: pass --records")
-    for p in paths:
-        if not p.is_file():
-            raise SystemExit(f"--records: {p} is not a file; pass {a.experiment} run records (.json)")
+    paths = checked_paths(a.records if a.records else default_records(a.experiment), a.experiment)
     out = Path(a.out) if a.out else ROOT / "results" / "bench" / f"test_nfe_{a.experiment}.json"
-    rows = {}
-    if out.is_file():
-        rows = {r["record"]: r for r in json.loads(out.read_text())["rows"] if (ROOT / r["record"]).is_file()}
-    data_cache, prov = {}, provenance()
-    for p in paths:
-        name, sha = _name(p), hashlib.sha256(p.read_bytes()).hexdigest()
-        if not a.redo and rows.get(name, {}).get("record_sha256") == sha:
-            continue
-        cfg, params, record = load_run(exp, p)
-        if record["experiment"] != a.experiment:
-            raise SystemExit(f"--records: {p} is a {record['experiment']} record, not {a.experiment}; "
-                             f"pass --experiment {record['experiment']}")
-        key = json.dumps(exp.data_provenance(cfg), sort_keys=True, default=str)
-        if key not in data_cache:
-            data_cache[key] = exp.load_data(cfg, progress=False)
+    rows, prov = previous_rows(out), provenance()
+    for name, sha, cfg, params, record, data in records_to_score(exp, paths, rows, redo=a.redo):
         t = time.perf_counter()
-        got = whole_split_nfe(exp, cfg, params, data_cache[key])
-        family, weight = method_of(record["config"])
+        got = whole_split_nfe(exp, cfg, params, data)
         m = record["metrics"]
-        rows[name] = {"record": name, "record_sha256": sha, "run": record["run"], "git_commit": record["git_commit"],
-                      "family": family, "weight": weight, "seed": record["config"]["seed"], **got,
+        rows[name] = {**row_head(name, sha, record), **got,
                       "record_test_nfe": m["test_nfe"],
                       "record_nfe_examples": len(m["test_nfe_batches"]) * got["batch"],
                       "eval_rtol": cfg.eval_rtol, "eval_dtype": cfg.eval_dtype, "seconds": time.perf_counter() - t,
@@ -94,12 +65,10 @@ def main(argv=None):
         print(f"{r['run']:<44} whole split ({r['examples']} in {len(r['batches'])} batches of {r['batch']}{rest}): "
               f"NFE {r['mean']:.1f} ± {r['sd']:.1f} [{r['min']}, {r['max']}]  record (first "
               f"{r['record_nfe_examples']}): {r['record_test_nfe']:.1f}  {r['seconds']:.0f} s", flush=True)
-        save_record(out, {
-            **prov, "benchmark": "test_nfe", "experiment": a.experiment,
-            "what": "each record's model: joint-batch NFE of the unregularised dynamics at the evaluation tolerance "
-                    "on every test example (taynode.evaluation.whole_split_nfe), beside the record's own test_nfe",
-            "rows": sorted(rows.values(), key=lambda r: r["record"]),
-        })
+        save_table(out, prov, rows, benchmark="test_nfe", experiment=a.experiment,
+                   what="each record's model: joint-batch NFE of the unregularised dynamics at the evaluation "
+                        "tolerance on every test example (taynode.evaluation.whole_split_nfe), beside the "
+                        "record's own test_nfe")
     print(f"{len(rows)} records in {out}")
     return 0
 

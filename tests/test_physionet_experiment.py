@@ -284,7 +284,11 @@ def test_sweeps_headline_first_then_the_rest():
     assert runs == {("none", None, None, None, None), ("taylor", 2, 10.0, None, None), ("rnode", None, None, 1.0, 1.0)}
     assert sorted(c["seed"] for c in headline) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     rest = full[len(headline):]
-    assert [(c["reg"], c["order"], c["lam"], c["seed"]) for c in rest] == [("taylor", 2, 1.0, 0), ("taylor", 3, 1.0, 0)]
+    assert [(c["reg"], c["order"], c["lam"], c["seed"]) for c in rest] == [
+        ("taylor", 2, 1.0, 0),
+        ("taylor", 3, 1.0, 0),
+        ("taylor", 2, 0.1, 0),
+    ]
     names = [EXP.run_name(EXP.config("cpu", **c)) for c in full]
     assert len(set(names)) == len(names)
     # chapter 8: three weights of ERNODE, SRNODE and STEER and the sampled R_2, seed 0, none of them a headline run

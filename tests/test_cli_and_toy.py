@@ -297,3 +297,39 @@ def sweep_configs_of(runs):
     from taynode.runner import sweep_configs
 
     return sweep_configs(TOY, "cpu", runs)
+
+
+def test_compare_with_record_exact_only_on_the_records_cpu():
+    """A record is reproduced exactly on a CPU of its own model and vector instruction sets; elsewhere (XLA
+    compiles for the host's instruction set) a last-bit difference passes at METHOD_RTOL, with the reason,
+    and a real one fails; metrics that agree exactly are reported exact anywhere."""
+    from taynode.evaluation import METHOD_RTOL
+    from taynode.machine import machine_info
+    from taynode.runner import compare_with_record
+
+    cfg = TOY.config("smoke")
+    here = machine_info()
+    recorded = {"mse": 0.49834588857278755, "test_nfe": 26.0}
+    last_bit = {"mse": 0.4983458885727876, "test_nfe": 26.0}  # 1.1e-16 apart, as two CPUs gave
+    assert last_bit["mse"] != recorded["mse"]
+
+    def record(**machine):
+        return {"config": dataclasses.asdict(cfg), "metrics": recorded, "machine": machine}
+
+    mine = dict(cpu=here["cpu"], isa=here["isa"])
+    same = compare_with_record(cfg, last_bit, record(**mine))
+    assert (same["same"], same["rtol"], same["why"]) == (False, 0.0, "")
+    assert same["differences"][0]["key"] == "mse"
+    for machine, why in (
+        (dict(cpu="Another CPU model", isa=here["isa"]),
+         f"evaluated on {here['cpu']!r}, the record on 'Another CPU model'"),
+        (dict(cpu=here["cpu"]), "the record does not name its CPU's vector instruction sets"),
+        (dict(cpu=here["cpu"], isa=["avx", "avx512f"]),
+         f"evaluated with {' '.join(here['isa'] or ['?'])}, the record with avx avx512f"),
+    ):
+        other = compare_with_record(cfg, last_bit, record(**machine))
+        assert (other["same"], other["rtol"], other["why"]) == (True, METHOD_RTOL, why)
+        far = compare_with_record(cfg, {**last_bit, "mse": recorded["mse"] * (1 + 10 * METHOD_RTOL)}, record(**machine))
+        assert not far["same"] and far["differences"][0]["key"] == "mse"
+        exact = compare_with_record(cfg, dict(recorded), record(**machine))
+        assert (exact["same"], exact["rtol"], exact["why"]) == (True, 0.0, "")

@@ -3,7 +3,8 @@
 Every run record keeps its final parameters beside it, so every number it reports can be recomputed:
 `check_records` loads each record's model, evaluates it as `taynode eval --check` does (same metrics,
 the validation loss too where the run kept its best one) and compares with the record, exactly where
-R_K is computed by the record's Taylor method and to `METHOD_RTOL` where it is not. The table of
+R_K is computed by the record's Taylor method on a CPU of the record's model and to `METHOD_RTOL` where
+it is not. The table of
 results (one row per record: its commit and tree state, whether it reproduced, the differing metrics,
 seconds) is written after every record, so a long check can be stopped and continued: a record whose
 file has not changed since its row was written is not checked again (`redo` checks it anyway).

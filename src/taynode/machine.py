@@ -23,6 +23,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The vector instruction sets XLA's CPU compiler may use (it compiles for the host): two machines that
+# differ in these may round the last bit of a sum differently, so a re-evaluation there is not exact.
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512cd",
+              "avx512ifma", "avx512vbmi", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile")
+
+
+def _isa() -> list[str] | None:
+    """The host's vector instruction sets among `_ISA_FLAGS` (None where /proc/cpuinfo is not readable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in _ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return None
+
+
 def _memory_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -34,12 +52,13 @@ def _memory_gib() -> float | None:
 
 
 def machine_info() -> dict:
-    """CPU model, cores, memory, OS, and the JAX backend/devices in use."""
+    """CPU model and its vector instruction sets, cores, memory, OS, and the JAX backend/devices in use."""
     import jax
 
     devices = jax.devices()
     return {
         "cpu": _cpu_model(),
+        "isa": _isa(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "platform": platform.platform(),

@@ -18,6 +18,7 @@ from . import parallel
 from .configs import config_from_dict
 from .evaluation import METHOD_RTOL, PENALTY_ORDERS, cast_floats, evaluate, for_evaluation, metrics_diff, penalty_values
 from .experiment import Experiment
+from .machine import machine_info
 from .objective import make_train_step
 from .optim import make_optimizer
 from .records import cpu_clock, cpu_use, load_record, provenance, save_record
@@ -240,21 +241,32 @@ def reevaluate(exp: Experiment, cfg, params, record, data) -> dict:
 def compare_with_record(cfg, metrics: dict, record: dict) -> dict:
     """How re-evaluated `metrics` compare with a record's.
 
-    Exactly (rtol 0) when R_K is computed by the record's Taylor method on the record's device and process
-    layout; else to `METHOD_RTOL`, with the reason. **Returns** `{"same", "rtol", "why", "differences"}`,
-    `differences` as `metrics_diff` gives them (empty when `same`).
+    Exactly (rtol 0) when R_K is computed by the record's Taylor method, on the record's device and process
+    layout, on a CPU of the record's model and vector instruction sets; else to `METHOD_RTOL`, with the
+    reason (XLA compiles for the host's instruction set, so another CPU may vectorise a sum differently
+    and round its last bit otherwise; a record made before records named the instruction sets counts as
+    made on another CPU). Metrics that agree exactly are reported so whatever the reason.
+    **Returns** `{"same", "rtol", "why", "differences"}`, `differences` as `metrics_diff` gives them
+    (empty when `same`).
     """
     recorded = config_from_dict(type(cfg), record["config"]).taylor_method
     devices, recorded_devices = parallel.device_count(cfg.devices, cfg.batch_size), record.get("devices_used", 1)
     # reductions across processes (gloo) round differently from those inside one process
     same_layout = devices == recorded_devices and record.get("processes", 1) == jax.process_count()
-    rtol = 0.0 if recorded == cfg.taylor_method and same_layout else METHOD_RTOL
-    why = ("" if rtol == 0 else
-           f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
+    here, there = machine_info(), record.get("machine", {})
+    same_cpu = (here["cpu"], here["isa"]) == (there.get("cpu"), there.get("isa"))
+    metrics = json.loads(json.dumps(metrics))
+    if not metrics_diff(metrics, record["metrics"]) or (recorded == cfg.taylor_method and same_layout and same_cpu):
+        differences = metrics_diff(metrics, record["metrics"])
+        return {"same": not differences, "rtol": 0.0, "why": "", "differences": differences}
+    why = (f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
            f"sharded over {devices} device(s) in {jax.process_count()} process(es), the record's over "
-           f"{recorded_devices} in {record.get('processes', 1)}")
-    differences = metrics_diff(json.loads(json.dumps(metrics)), record["metrics"], rtol)
-    return {"same": not differences, "rtol": rtol, "why": why, "differences": differences}
+           f"{recorded_devices} in {record.get('processes', 1)}" if not same_layout else
+           f"evaluated on {here['cpu']!r}, the record on {there.get('cpu')!r}" if here["cpu"] != there.get("cpu") else
+           "the record does not name its CPU's vector instruction sets" if there.get("isa") is None else
+           f"evaluated with {' '.join(here['isa'] or ['?'])}, the record with {' '.join(there['isa'])}")
+    differences = metrics_diff(metrics, record["metrics"], METHOD_RTOL)
+    return {"same": not differences, "rtol": METHOD_RTOL, "why": why, "differences": differences}
 
 
 def _check_experiment(exp, name, path):

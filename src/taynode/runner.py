@@ -256,9 +256,9 @@ def compare_with_record(cfg, metrics: dict, record: dict) -> dict:
     here, there = machine_info(), record.get("machine", {})
     same_cpu = (here["cpu"], here["isa"]) == (there.get("cpu"), there.get("isa"))
     metrics = json.loads(json.dumps(metrics))
-    if not metrics_diff(metrics, record["metrics"]) or (recorded == cfg.taylor_method and same_layout and same_cpu):
-        differences = metrics_diff(metrics, record["metrics"])
-        return {"same": not differences, "rtol": 0.0, "why": "", "differences": differences}
+    exact = metrics_diff(metrics, record["metrics"])
+    if not exact or (recorded == cfg.taylor_method and same_layout and same_cpu):
+        return {"same": not exact, "rtol": 0.0, "why": "", "differences": exact}
     why = (f"R_K by {cfg.taylor_method}, the record's by {recorded}" if recorded != cfg.taylor_method else
            f"sharded over {devices} device(s) in {jax.process_count()} process(es), the record's over "
            f"{recorded_devices} in {record.get('processes', 1)}" if not same_layout else
